@@ -1,0 +1,241 @@
+"""A StyleGAN2 generator (Karras et al. 2020) with the parameter layout of NVlabs' StyleGAN2-ADA.
+
+Parameter and buffer names, initialisation scales and the forward arithmetic follow the official
+``training/networks.py`` so that a state dict read from an official ``.pkl`` (see
+:mod:`core.models.stylegan_pkl`) loads unchanged and renders the same image. Written in plain
+PyTorch (no custom CUDA ops): the nets we ship are 64 px and run on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.gan.base import Generator
+
+LRELU_GAIN = math.sqrt(2)
+
+
+@dataclass(frozen=True)
+class StyleGAN2Config:
+    z_dim: int = 512  # input latent size
+    w_dim: int = 512  # intermediate latent size
+    img_resolution: int = 1024  # output resolution, a power of two >= 4
+    img_channels: int = 3
+    mapping_layers: int = 8  # fully connected layers in the mapping network
+    mapping_lr_multiplier: float = 0.01  # equalised-lr multiplier of the mapping network
+    channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
+    channel_max: int = 512
+    conv_clamp: float | None = None  # clamp conv outputs to +-this (official configs use 256)
+    resample_filter: tuple[int, ...] = field(default=(1, 3, 3, 1))
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+
+def setup_filter(taps) -> torch.Tensor:
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, *, up: int = 1, padding=(0, 0, 0, 0), gain: float = 1.0):
+    """Upsample by zero insertion, pad, then FIR-filter (depthwise); padding is (x0, x1, y0, y1)."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(padding))
+    kernel = (f * gain).flip([0, 1])[None, None].repeat(c, 1, 1, 1).to(x.dtype)
+    return F.conv2d(x, kernel, groups=c)
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor, *, lrelu: bool, gain: float, clamp: float | None):
+    x = x + b.reshape(1, -1, 1, 1)
+    if lrelu:
+        x = F.leaky_relu(x, 0.2)
+    x = x * gain
+    return x.clamp(-clamp, clamp) if clamp is not None else x
+
+
+class FullyConnectedLayer(nn.Module):
+    def __init__(self, in_features, out_features, *, lrelu=False, lr_multiplier=1.0, bias_init=0.0):
+        super().__init__()
+        self.lrelu = lrelu
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x):
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        return F.leaky_relu(x, 0.2) * LRELU_GAIN if self.lrelu else x
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, cfg: StyleGAN2Config):
+        super().__init__()
+        self.num_layers = cfg.mapping_layers
+        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        for i in range(cfg.mapping_layers):
+            layer = FullyConnectedLayer(dims[i], dims[i + 1], lrelu=True, lr_multiplier=cfg.mapping_lr_multiplier)
+            setattr(self, f"fc{i}", layer)
+        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+
+    def forward(self, z):
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # normalise 2nd moment
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        return x  # [N, w_dim]
+
+
+def modulated_conv2d(x, weight, styles, *, demodulate=True, up=1, padding=0, resample_filter=None):
+    """Fused modulated convolution as one grouped conv: every sample gets its own kernel."""
+    n, in_ch, h, w_ = x.shape
+    out_ch, _, kh, kw = weight.shape
+    wgt = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
+    if demodulate:
+        wgt = wgt * (wgt.square().sum([2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
+    x = x.reshape(1, n * in_ch, h, w_)
+    if up == 1:
+        x = F.conv2d(x, wgt.reshape(n * out_ch, in_ch, kh, kw), padding=padding, groups=n)
+    else:
+        # Transposed conv then the [1,3,3,1] FIR, as conv2d_resample does for up=2, k=3.
+        wgt = wgt.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw)
+        x = F.conv_transpose2d(x, wgt, stride=up, groups=n)
+        fw = resample_filter.shape[-1]
+        p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+        p1 = padding + (fw - up) // 2 - (kw - up)
+        x = upfirdn2d(x, resample_filter, padding=(p0, p1, p0, p1), gain=up**2)
+    return x.reshape(n, out_ch, *x.shape[2:])
+
+
+class SynthesisLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, w_dim, resolution, *, up=1, conv_clamp=None, resample_filter):
+        super().__init__()
+        self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.register_buffer("resample_filter", resample_filter.clone())  # own copy, as official
+
+    def forward(self, x, w, noise_mode="const"):
+        styles = self.affine(w)
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter)
+        if noise_mode == "random":
+            x = x + torch.randn_like(x[:, :1]) * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return bias_act(x, self.bias, lrelu=True, gain=LRELU_GAIN, clamp=self.conv_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    def __init__(self, in_channels, out_channels, w_dim, *, conv_clamp=None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x, w):
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the 'skip' architecture: (up-)conv, conv, toRGB added to the upsampled image."""
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, cfg: StyleGAN2Config):
+        super().__init__()
+        self.in_channels = in_channels
+        self.register_buffer("resample_filter", setup_filter(cfg.resample_filter))
+        kw = dict(conv_clamp=cfg.conv_clamp, resample_filter=self.resample_filter)
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **kw)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **kw)
+        self.torgb = ToRGBLayer(out_channels, cfg.img_channels, w_dim, conv_clamp=cfg.conv_clamp)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def forward(self, x, img, ws, noise_mode="const"):
+        w_iter = iter(ws.unbind(1))
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, next(w_iter), noise_mode)
+        x = self.conv1(x, next(w_iter), noise_mode)
+        if img is not None:
+            img = upfirdn2d(img, self.resample_filter, up=2, padding=(2, 1, 2, 1), gain=4)
+        y = self.torgb(x, next(w_iter))
+        return x, (img + y if img is not None else y)
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, cfg: StyleGAN2Config):
+        super().__init__()
+        self.block_resolutions = [2**i for i in range(2, int(np.log2(cfg.img_resolution)) + 1)]
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_ch = cfg.channels(res // 2) if res > 4 else 0
+            block = SynthesisBlock(in_ch, cfg.channels(res), cfg.w_dim, res, cfg)
+            self.num_ws += block.num_conv
+            setattr(self, f"b{res}", block)
+        self.num_ws += 1  # the last block's toRGB
+
+    def forward(self, ws, noise_mode="const"):
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            # A block's toRGB shares its w with the next block's first conv (official layout).
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, block_ws, noise_mode)
+        return img
+
+
+class StyleGAN2Generator(Generator):
+    """StyleGAN2 with z, w and w+ latent spaces. ``synthesis`` uses constant noise (deterministic)."""
+
+    def __init__(self, cfg: StyleGAN2Config | None = None, **overrides):
+        super().__init__()
+        cfg = cfg or StyleGAN2Config(**overrides)
+        if cfg.img_resolution < 4 or cfg.img_resolution & (cfg.img_resolution - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {cfg.img_resolution}")
+        self.cfg = cfg
+        self.z_dim, self.w_dim, self.resolution = cfg.z_dim, cfg.w_dim, cfg.img_resolution
+        self.synthesis_net = SynthesisNetwork(cfg)
+        self.num_ws = self.synthesis_net.num_ws
+        self.mapping_net = MappingNetwork(cfg)
+        self.noise_mode = "const"
+
+    def mapping(self, z):
+        return self.mapping_net(z)
+
+    def synthesis(self, ws):
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        return self.synthesis_net(ws, self.noise_mode)
+
+    def config_dict(self) -> dict:
+        d = asdict(self.cfg)
+        d["resample_filter"] = list(d["resample_filter"])
+        return {"arch": "stylegan2", **d}
+
+    @classmethod
+    def from_config(cls, d: dict) -> StyleGAN2Generator:
+        d = {k: v for k, v in d.items() if k != "arch"}
+        d["resample_filter"] = tuple(d.get("resample_filter", (1, 3, 3, 1)))
+        return cls(StyleGAN2Config(**d))

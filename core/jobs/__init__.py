@@ -1,0 +1,1 @@
+"""Jobs: one frozen params dataclass + one generator function yielding progress events each."""

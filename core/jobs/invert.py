@@ -1,0 +1,283 @@
+"""GAN inversion: optimise a latent (z, w or w+) so G(latent) matches a target image.
+
+Loss = l1_weight * L1 + perceptual_weight * perceptual + l2_delta_weight * |latent - latent_0|^2,
+each masked (``mask`` > 0 is where the target constrains the image). Scribble-to-image passes the
+scribble's alpha as the mask; inpainting passes the inverse of the hole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator as Gen
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import JobError
+from core.gan.base import Generator, LatentSpace
+from core.jobs.events import CancelToken, Progress, to_uint8
+from core.losses import latent_l2, masked_l1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InvertParams:
+    target: np.ndarray  # [H, W, 3] uint8 RGB; resized to the generator's resolution
+    mask: np.ndarray | None = None  # [H, W] float in [0, 1]; loss only where > 0; None = everywhere
+    space: LatentSpace = LatentSpace.W_PLUS
+    init: str = "mean"  # "mean" | "random" | "latent" (warm start from init_latent)
+    init_latent: np.ndarray | None = None  # latent in `space`'s shape, for init="latent"
+    l1_weight: float = 10.0  # seed: L1 weight 10
+    perceptual_weight: float = 0.01  # seed: 0.01 on conv_5 features; 0 disables
+    l2_delta_weight: float = 0.0  # L2 on latent - initial latent
+    optimizer: str = "adam"  # "adam" | "lbfgs"
+    steps: int = 500
+    lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
+    seed: int = 0  # random init and any sampling
+    num_samples: int = 1  # latents optimised together (a batch), each from its own init
+    preview_every: int = 10  # yield a preview image every k steps (and at the last step)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise JobError(f"optimizer must be 'adam' or 'lbfgs', got {self.optimizer!r}")
+        if self.init not in ("mean", "random", "latent"):
+            raise JobError(f"init must be 'mean', 'random' or 'latent', got {self.init!r}")
+        if self.init == "latent" and self.init_latent is None:
+            raise JobError("init='latent' needs init_latent")
+        if self.steps < 1 or self.num_samples < 1 or self.preview_every < 1:
+            raise JobError("steps, num_samples and preview_every must be >= 1")
+        object.__setattr__(self, "space", LatentSpace(self.space))
+
+
+@dataclass
+class InvertResult:
+    params: InvertParams
+    latent: np.ndarray  # in params.space: z [N, z_dim], w [N, w_dim], w+ [N, num_ws, w_dim]
+    ws: np.ndarray  # [N, num_ws, w_dim], what synthesis consumed
+    images: np.ndarray  # [N, H, W, 3] uint8
+    loss_history: list[dict[str, float]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+# --- image and mask preparation ---------------------------------------------------------------
+
+
+def image_to_tensor(image: np.ndarray, resolution: int, device) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [1, 3, R, R] float in [-1, 1] (area-resampled to the model resolution)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise JobError(f"target must be an [H, W, 3] uint8 RGB array, got {image.dtype} {image.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return _resize(x, resolution).to(device)
+
+
+def mask_to_tensor(mask: np.ndarray | None, resolution: int, device) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if mask.ndim != 2:
+        raise JobError(f"mask must be [H, W], got shape {mask.shape}")
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).clamp(0, 1)[None, None]
+    m = _resize(m, resolution)
+    if float(m.max()) <= 0:
+        raise JobError("the mask is empty: paint where the image should match")
+    return m.to(device)
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    if x.shape[-2:] == (resolution, resolution):
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="area" if x.shape[-1] > resolution else "bilinear")
+
+
+# --- latent parametrisation -------------------------------------------------------------------
+
+
+def _initial_w(G: Generator, p: InvertParams, gen: torch.Generator, device) -> torch.Tensor:
+    """[N, w_dim] starting w for each sample."""
+    if p.init == "mean":
+        return G.mean_w().to(device).expand(p.num_samples, -1).clone()
+    z = torch.randn(p.num_samples, G.z_dim, generator=gen).to(device)
+    with torch.no_grad():
+        return G.mapping(z)
+
+
+def _mean_z(G: Generator, n: int, device) -> torch.Tensor:
+    """The 'mean' start in z: the z of 10k seeded draws whose w is nearest the mean w.
+
+    z = 0 is the distribution's mean, but StyleGAN normalises z's second moment, which is undefined
+    (infinite gradient) at 0. For a generator without a mapping network (DCGAN) it is z = 0.
+    """
+    if LatentSpace.W not in G.latent_spaces:
+        return torch.zeros(n, G.z_dim, device=device)
+    z = torch.randn(10_000, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        best = (G.mapping(z) - G.mean_w().to(device)).square().sum(1).argmin()
+    return z[best].expand(n, -1).clone()
+
+
+def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
+    """The starting latent in ``p.space``'s shape (see :class:`InvertResult`)."""
+    if p.init == "latent":
+        lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
+        return _check_latent_shape(G, p.space, lat).clone()
+    gen = torch.Generator().manual_seed(p.seed)
+    if p.space is LatentSpace.Z:
+        if p.init == "mean":
+            return _mean_z(G, p.num_samples, device)
+        return torch.randn(p.num_samples, G.z_dim, generator=gen).to(device)
+    w = _initial_w(G, p, gen, device)
+    return w if p.space is LatentSpace.W else G.broadcast(w).clone()
+
+
+def _check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:
+    want = {
+        LatentSpace.Z: (G.z_dim,),
+        LatentSpace.W: (G.w_dim,),
+        LatentSpace.W_PLUS: (G.num_ws, G.w_dim),
+    }[space]
+    if lat.ndim == len(want):
+        lat = lat[None]
+    if tuple(lat.shape[1:]) != want:
+        raise JobError(f"a {space.value} latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}")
+    return lat
+
+
+def latent_to_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
+    """Any latent -> ws [N, num_ws, w_dim]."""
+    if space is LatentSpace.Z:
+        return G.broadcast(G.mapping(latent))
+    if space is LatentSpace.W:
+        return G.broadcast(latent)
+    return latent
+
+
+# --- the optimisation loop --------------------------------------------------------------------
+
+
+def invert(
+    params: InvertParams,
+    G: Generator,
+    *,
+    perceptual_loss: torch.nn.Module | None = None,
+    cancel: CancelToken | None = None,
+) -> Gen[Progress, None, InvertResult]:
+    """Optimise a latent batch towards ``params.target``; yields :class:`Progress` every step.
+
+    Args:
+        params: every input of the job.
+        G: the generator (frozen; its parameters get no gradients).
+        perceptual_loss: a module with ``prepare(target)`` and ``forward(pred, feats, mask) -> [N]``
+            (see :mod:`core.losses`); required when ``params.perceptual_weight > 0``.
+        cancel: checked between steps; a cancelled job returns what it has, ``cancelled=True``.
+
+    Returns (as the generator's return value) an :class:`InvertResult`.
+    """
+    p = params
+    if p.space not in G.latent_spaces:
+        raise JobError(f"this generator has no {p.space.value} space (it has {[s.value for s in G.latent_spaces]})")
+    if p.perceptual_weight > 0 and perceptual_loss is None:
+        raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
+    G.eval().requires_grad_(False)  # gradients flow to the latent only
+    device = G.device_of()
+    target = image_to_tensor(p.target, G.resolution, device)  # [1, 3, R, R]
+    mask = mask_to_tensor(p.mask, G.resolution, device)  # [1, 1, R, R] or None
+    use_perc = p.perceptual_weight > 0
+    with torch.no_grad():  # target features once per job, not every step
+        target_feats = perceptual_loss.prepare(target) if use_perc else None
+
+    latent0 = initial_latent(G, p, device)
+    latent = latent0.clone().requires_grad_(True)
+    opt = _make_optimizer(p, latent)
+    history: list[dict[str, float]] = []
+    state: dict[str, torch.Tensor] = {}
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        images = G.synthesis(latent_to_ws(G, p.space, latent))  # [N, 3, R, R]
+        terms = {"l1": masked_l1(images, target, mask)}
+        if use_perc:
+            terms["perceptual"] = perceptual_loss(images, target_feats, mask)
+        if p.l2_delta_weight > 0:
+            terms["l2_delta"] = latent_l2(latent - latent0)
+        total = p.l1_weight * terms["l1"] + sum(
+            w * terms[k] for k, w in (("perceptual", p.perceptual_weight), ("l2_delta", p.l2_delta_weight)) if k in terms
+        )
+        # Sum over samples so each latent's gradient does not shrink as the batch grows.
+        total.sum().backward()
+        state.update(images=images.detach(), total=total.detach(), **{k: v.detach() for k, v in terms.items()})
+        return total.sum()
+
+    for step in range(1, p.steps + 1):
+        if cancel is not None and cancel.cancelled:
+            return _result(G, p, latent, history, cancelled=True)
+        opt.step(closure)
+        losses = {k: float(state[k].mean()) for k in ("total", "l1", "perceptual", "l2_delta") if k in state}
+        history.append(losses)
+        show = step % p.preview_every == 0 or step == p.steps
+        yield Progress(
+            step,
+            p.steps,
+            losses,
+            preview=to_uint8(state["images"]) if show else None,
+            latent=latent.detach().cpu().numpy().copy() if show else None,
+        )
+    return _result(G, p, latent, history, cancelled=False)
+
+
+def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimizer:
+    if p.optimizer == "adam":
+        return torch.optim.Adam([latent], lr=p.lr, betas=(0.9, 0.999))
+    # One L-BFGS iteration per step, so progress and cancel stay per-step.
+    return torch.optim.LBFGS([latent], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+
+
+@torch.inference_mode()
+def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool) -> InvertResult:
+    lat = latent.detach()
+    ws = latent_to_ws(G, p.space, lat)
+    return InvertResult(
+        params=p,
+        latent=lat.cpu().numpy().copy(),
+        ws=ws.cpu().numpy().copy(),
+        images=to_uint8(G.synthesis(ws)),
+        loss_history=history,
+        cancelled=cancelled,
+    )
+
+
+def run_to_completion(job: Gen[Progress, None, InvertResult], on_progress: Callable[[Progress], None] | None = None):
+    """Drive a job generator, returning its result (for the CLI and tests)."""
+    while True:
+        try:
+            ev = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(ev)
+
+
+def scribble_params(scribble_rgba: np.ndarray, **kw) -> InvertParams:
+    """Scribble-to-image: the scribble's alpha is the mask (only painted pixels constrain)."""
+    if scribble_rgba.ndim != 3 or scribble_rgba.shape[2] != 4:
+        raise JobError("a scribble must be an [H, W, 4] RGBA array; alpha marks the painted pixels")
+    alpha = scribble_rgba[..., 3].astype(np.float32) / 255.0
+    return InvertParams(target=np.ascontiguousarray(scribble_rgba[..., :3]), mask=alpha, **kw)
+
+
+def inpaint_params(image: np.ndarray, hole: np.ndarray, **kw) -> InvertParams:
+    """Inpainting: the loss is everywhere except the hole ([H, W] in [0, 1], 1 = fill this)."""
+    return InvertParams(target=image, mask=1.0 - np.clip(hole.astype(np.float32), 0, 1), **kw)
+
+
+__all__ = [
+    "InvertParams",
+    "InvertResult",
+    "invert",
+    "run_to_completion",
+    "scribble_params",
+    "inpaint_params",
+    "latent_to_ws",
+    "initial_latent",
+]

@@ -1,0 +1,17 @@
+"""Where bundled resources and user models live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+DEFAULT_GENERATOR = "stylegan2-cats64.safetensors"
+
+
+def resources_dir() -> Path:
+    return Path(os.environ.get("LATENT_CANVAS_RESOURCES", REPO_RESOURCES))
+
+
+def bundled_model(name: str) -> Path:
+    return resources_dir() / "models" / name

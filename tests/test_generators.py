@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from core.errors import ModelLoadError
+from core.gan.base import LatentSpace
+from core.models.io import load_generator, save_generator
+from tests.conftest import tiny_dcgan, tiny_stylegan
+
+
+def test_stylegan_interface_shapes(G):
+    z = torch.randn(3, G.z_dim)
+    w = G.mapping(z)
+    assert w.shape == (3, G.w_dim)
+    ws = G.broadcast(w)
+    assert ws.shape == (3, G.num_ws, G.w_dim)
+    img = G.synthesis(ws)
+    assert img.shape == (3, 3, G.resolution, G.resolution)
+    assert G.num_ws == 2 * int(np.log2(G.resolution)) - 2  # official count for the skip architecture
+
+
+def test_synthesis_rejects_wrong_ws_shape(G):
+    with pytest.raises(ValueError, match="ws must be"):
+        G.synthesis(torch.zeros(1, G.num_ws + 1, G.w_dim))
+
+
+def test_synthesis_is_deterministic_and_per_layer(G):
+    ws = G.broadcast(G.mapping(torch.randn(1, G.z_dim)))
+    assert torch.equal(G.synthesis(ws), G.synthesis(ws))
+    ws2 = ws.clone()
+    ws2[:, -1] += 1.0  # the last toRGB's w changes the image: w+ layers are really separate
+    assert not torch.allclose(G.synthesis(ws), G.synthesis(ws2))
+
+
+def test_mean_w_is_cached_and_seeded(G):
+    m = G.mean_w()
+    assert m.shape == (G.w_dim,)
+    assert G.mean_w() is m
+    assert torch.allclose(G.mean_w(n=10_000, seed=0), m)
+
+
+def test_dcgan_has_only_z(dcgan):
+    assert dcgan.latent_spaces == (LatentSpace.Z,)
+    img = dcgan(torch.randn(2, dcgan.z_dim))
+    assert img.shape == (2, 3, 16, 16) and img.abs().max() <= 1
+
+
+@pytest.mark.parametrize("make", [tiny_stylegan, tiny_dcgan])
+def test_safetensors_roundtrip(tmp_path, make):
+    G = make(seed=3)
+    G.mean_w()
+    path = save_generator(G, tmp_path / "g.safetensors")
+    G2 = load_generator(path)
+    z = torch.randn(2, G.z_dim)
+    assert torch.allclose(G(z), G2(z))
+    assert torch.allclose(G.mean_w(), G2.mean_w())
+
+
+def test_bad_model_files_raise_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_generator(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="junk.safetensors"):
+        load_generator(junk)
+    with pytest.raises(ModelLoadError, match="unsupported"):
+        load_generator(tmp_path / "x.onnx")

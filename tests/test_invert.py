@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+
+from core.errors import JobError
+from core.gan.base import LatentSpace
+from core.jobs.events import CancelToken, to_uint8
+from core.jobs.invert import InvertParams, inpaint_params, invert, run_to_completion, scribble_params
+
+
+def target_from(G, seed=123) -> np.ndarray:
+    with torch.no_grad():
+        return to_uint8(G(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))))[0]
+
+
+def run(G, **kw):
+    kw.setdefault("perceptual_weight", 0.0)
+    return run_to_completion(invert(InvertParams(**kw), G))
+
+
+@pytest.mark.parametrize("space", list(LatentSpace))
+@pytest.mark.parametrize("init", ["mean", "random"])
+def test_each_space_reduces_loss(G, space, init):
+    res = run(G, target=target_from(G), space=space, init=init, steps=40, lr=0.05)
+    first, last = res.loss_history[0]["l1"], res.loss_history[-1]["l1"]
+    assert last < 0.7 * first, (space, init, first, last)
+    n = 1
+    shape = {LatentSpace.Z: (n, G.z_dim), LatentSpace.W: (n, G.w_dim), LatentSpace.W_PLUS: (n, G.num_ws, G.w_dim)}
+    assert res.latent.shape == shape[space]
+    assert res.ws.shape == (n, G.num_ws, G.w_dim)
+    assert res.images.shape == (n, G.resolution, G.resolution, 3) and res.images.dtype == np.uint8
+
+
+def test_lbfgs_reduces_loss(G):
+    res = run(G, target=target_from(G), space="w+", optimizer="lbfgs", steps=15)
+    assert res.loss_history[-1]["l1"] < 0.5 * res.loss_history[0]["l1"]
+
+
+def test_w_plus_fits_better_than_z(G):
+    tgt = target_from(G, seed=7)
+    z = run(G, target=tgt, space="z", steps=60, lr=0.05).loss_history[-1]["l1"]
+    wp = run(G, target=tgt, space="w+", steps=60, lr=0.05).loss_history[-1]["l1"]
+    assert wp < z
+
+
+def test_masked_loss_ignores_pixels_outside_mask(G):
+    tgt = target_from(G)
+    mask = np.zeros(tgt.shape[:2], np.float32)
+    mask[:, : tgt.shape[1] // 2] = 1.0
+    other = tgt.copy()
+    other[:, tgt.shape[1] // 2 :] = 255 - other[:, tgt.shape[1] // 2 :]  # change only the unmasked half
+    a = run(G, target=tgt, mask=mask, space="w", steps=5)
+    b = run(G, target=other, mask=mask, space="w", steps=5)
+    assert a.loss_history == b.loss_history
+    np.testing.assert_array_equal(a.latent, b.latent)
+    c = run(G, target=other, space="w", steps=5)  # without the mask the change does matter
+    assert c.loss_history != a.loss_history
+
+
+def test_cancel_stops_within_one_step(G):
+    token = CancelToken()
+    job = invert(InvertParams(target=target_from(G), steps=100, perceptual_weight=0.0), G, cancel=token)
+    seen = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            ev = next(job)
+            seen.append(ev.step)
+            if ev.step == 3:
+                token.cancel()
+    assert seen == [1, 2, 3]
+    result = stop.value.value
+    assert result.cancelled and len(result.loss_history) == 3
+
+
+def test_previews_every_k_steps(G):
+    events = list(invert(InvertParams(target=target_from(G), steps=7, preview_every=3, perceptual_weight=0), G))
+    with_preview = [e.step for e in events if e.preview is not None]
+    assert with_preview == [3, 6, 7]
+    assert events[2].preview.shape == (1, G.resolution, G.resolution, 3)
+    assert events[2].latent.shape == (1, G.num_ws, G.w_dim)
+
+
+def test_batch_of_samples_are_independent(G):
+    tgt = target_from(G)
+    one = run(G, target=tgt, space="w+", init="random", seed=5, steps=5)
+    two = run(G, target=tgt, space="w+", init="random", seed=5, steps=5, num_samples=2)
+    assert two.latent.shape[0] == 2
+    # Sample 0 of the batch starts where the single run starts and follows the same gradient.
+    np.testing.assert_allclose(two.latent[0], one.latent[0], atol=1e-5)
+
+
+def test_warm_start_from_latent(G):
+    tgt = target_from(G)
+    first = run(G, target=tgt, space="w", steps=10)
+    warm = run(G, target=tgt, space="w", steps=1, init="latent", init_latent=first.latent)
+    assert warm.loss_history[0]["l1"] <= first.loss_history[-1]["l1"] + 1e-3
+
+
+def test_l2_delta_keeps_latent_near_start(G):
+    tgt = target_from(G)
+    free = run(G, target=tgt, space="w", steps=20)
+    tied = run(G, target=tgt, space="w", steps=20, l2_delta_weight=1e4)
+    w0 = G.mean_w().numpy()
+    assert np.abs(tied.latent - w0).mean() < 0.2 * np.abs(free.latent - w0).mean()
+
+
+def test_dcgan_rejects_w_space(dcgan):
+    with pytest.raises(JobError, match="no w"):
+        run(dcgan, target=target_from(dcgan), space="w", steps=2)
+    res = run(dcgan, target=target_from(dcgan), space="z", steps=20, lr=0.05)
+    assert res.loss_history[-1]["l1"] < res.loss_history[0]["l1"]
+
+
+def test_bad_params_raise_job_error(G):
+    with pytest.raises(JobError):
+        InvertParams(target=np.zeros((4, 4, 3), np.uint8), optimizer="sgd")
+    with pytest.raises(JobError, match="empty"):
+        run(G, target=np.zeros((16, 16, 3), np.uint8), mask=np.zeros((16, 16), np.float32), steps=1)
+    with pytest.raises(JobError, match="uint8"):
+        run(G, target=np.zeros((16, 16), np.float32), steps=1)
+    with pytest.raises(JobError, match="perceptual"):
+        run(G, target=np.zeros((16, 16, 3), np.uint8), steps=1, perceptual_weight=0.1)
+
+
+def test_scribble_and_inpaint_masks():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:4, 2:4] = (255, 0, 0, 255)
+    p = scribble_params(rgba, steps=1)
+    assert p.mask.sum() == 4 and p.target.shape == (8, 8, 3)
+    hole = np.zeros((8, 8), np.float32)
+    hole[:4] = 1
+    q = inpaint_params(np.zeros((8, 8, 3), np.uint8), hole, steps=1)
+    assert q.mask[:4].sum() == 0 and q.mask[4:].min() == 1
+
+
+def test_target_is_resized_to_model_resolution(G):
+    big = np.kron(target_from(G), np.ones((4, 4, 1), np.uint8))  # 64x64 upscaled copy of a 16x16 target
+    res = run(G, target=big, space="w+", steps=3)
+    assert res.images.shape[1:3] == (G.resolution, G.resolution)
