@@ -70,7 +70,9 @@ def cmd_invert(a: argparse.Namespace) -> int:
     mask = load_mask(a.mask) if a.mask else None
     if a.scribble:
         if target.shape[2] != 4:
-            raise LatentCanvasError(f"{a.image}: --scribble needs a PNG with transparency (alpha marks paint)")
+            raise LatentCanvasError(
+                f"{a.image}: --scribble needs a PNG with transparency (alpha marks paint)"
+            )
         mask, target = target[..., 3].astype(np.float32) / 255.0, np.ascontiguousarray(target[..., :3])
     if a.hole:
         mask = 1.0 - mask if mask is not None else None
@@ -106,7 +108,11 @@ def cmd_invert(a: argparse.Namespace) -> int:
         "loss_history": result.loss_history,
     }
     for i, img in enumerate(result.images):
-        save_png(img, out / (f"result_{i}.png" if len(result.images) > 1 else "result.png"), metadata=run_info["params"])
+        save_png(
+            img,
+            out / (f"result_{i}.png" if len(result.images) > 1 else "result.png"),
+            metadata=run_info["params"],
+        )
     save_png(target, out / "target.png")
     save_latent(out / "latent.npz", params.space, result.latent, result.ws, {"model": str(model_path)})
     (out / "run.json").write_text(json.dumps(run_info, indent=1, default=str))
@@ -123,9 +129,13 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
     files = [load_latent(p) for p in a.latents]
     spaces = {f.space for f in files}
     # Mixed spaces meet in w+, which every latent can be expressed in.
-    space, lats = (files[0].space, [f.latent[0] for f in files]) if len(spaces) == 1 else (
-        LatentSpace.W_PLUS,
-        [f.ws[0] for f in files],
+    space, lats = (
+        (files[0].space, [f.latent[0] for f in files])
+        if len(spaces) == 1
+        else (
+            LatentSpace.W_PLUS,
+            [f.ws[0] for f in files],
+        )
     )
     G, _ = _load_generator(a.model or files[0].meta.get("model"), a.device)
     frames = Interpolator(G, lats, space).frames(a.frames)
@@ -156,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--lr", type=float, default=0.05)
     inv.add_argument("--l1", type=float, default=10.0, help="L1 loss weight")
     inv.add_argument("--perceptual-weight", type=float, default=0.01)
-    inv.add_argument("--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, vgg-conv5, bundled, none")
+    inv.add_argument(
+        "--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, vgg-conv5, bundled, none"
+    )
     inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
     inv.add_argument("--samples", type=int, default=1, help="latents optimised together")
     inv.add_argument("--seed", type=int, default=0)
@@ -175,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     if a.command == "interpolate" and len(a.latents) < 2:
         print("error: interpolate needs at least two latent files", file=sys.stderr)
         return 2

@@ -24,7 +24,9 @@ class LatentFile:
     meta: dict
 
 
-def save_latent(path: str | os.PathLike, space: LatentSpace, latent: np.ndarray, ws: np.ndarray, meta=None) -> Path:
+def save_latent(
+    path: str | os.PathLike, space: LatentSpace, latent: np.ndarray, ws: np.ndarray, meta=None
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps({"format": FORMAT, "space": LatentSpace(space).value, **(meta or {})}, default=str)

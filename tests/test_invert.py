@@ -25,7 +25,11 @@ def test_each_space_reduces_loss(G, space, init):
     first, last = res.loss_history[0]["l1"], res.loss_history[-1]["l1"]
     assert last < 0.7 * first, (space, init, first, last)
     n = 1
-    shape = {LatentSpace.Z: (n, G.z_dim), LatentSpace.W: (n, G.w_dim), LatentSpace.W_PLUS: (n, G.num_ws, G.w_dim)}
+    shape = {
+        LatentSpace.Z: (n, G.z_dim),
+        LatentSpace.W: (n, G.w_dim),
+        LatentSpace.W_PLUS: (n, G.num_ws, G.w_dim),
+    }
     assert res.latent.shape == shape[space]
     assert res.ws.shape == (n, G.num_ws, G.w_dim)
     assert res.images.shape == (n, G.resolution, G.resolution, 3) and res.images.dtype == np.uint8
@@ -73,7 +77,9 @@ def test_cancel_stops_within_one_step(G):
 
 
 def test_previews_every_k_steps(G):
-    events = list(invert(InvertParams(target=target_from(G), steps=7, preview_every=3, perceptual_weight=0), G))
+    events = list(
+        invert(InvertParams(target=target_from(G), steps=7, preview_every=3, perceptual_weight=0), G)
+    )
     with_preview = [e.step for e in events if e.preview is not None]
     assert with_preview == [3, 6, 7]
     assert events[2].preview.shape == (1, G.resolution, G.resolution, 3)

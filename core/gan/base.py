@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import enum
-
 import torch
 from torch import nn
 
+from core.types import LatentSpace
 
-class LatentSpace(enum.StrEnum):
-    Z = "z"  # input noise, [N, z_dim]
-    W = "w"  # one intermediate latent shared by every layer, [N, w_dim]
-    W_PLUS = "w+"  # one intermediate latent per synthesis layer, [N, num_ws, w_dim]
+__all__ = ["Generator", "LatentSpace"]
 
 
 class Generator(nn.Module):

@@ -40,7 +40,11 @@ class DCGANGenerator(Generator):
             nn.ReLU(True),
         ]
         for _ in range(n_up):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(True),
+            ]
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, cfg.img_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)

@@ -84,7 +84,9 @@ class MappingNetwork(nn.Module):
         self.num_layers = cfg.mapping_layers
         dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
         for i in range(cfg.mapping_layers):
-            layer = FullyConnectedLayer(dims[i], dims[i + 1], lrelu=True, lr_multiplier=cfg.mapping_lr_multiplier)
+            layer = FullyConnectedLayer(
+                dims[i], dims[i + 1], lrelu=True, lr_multiplier=cfg.mapping_lr_multiplier
+            )
             setattr(self, f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
@@ -117,7 +119,9 @@ def modulated_conv2d(x, weight, styles, *, demodulate=True, up=1, padding=0, res
 
 
 class SynthesisLayer(nn.Module):
-    def __init__(self, in_channels, out_channels, w_dim, resolution, *, up=1, conv_clamp=None, resample_filter):
+    def __init__(
+        self, in_channels, out_channels, w_dim, resolution, *, up=1, conv_clamp=None, resample_filter
+    ):
         super().__init__()
         self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
@@ -129,7 +133,9 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x, w, noise_mode="const"):
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter)
+        x = modulated_conv2d(
+            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter
+        )
         if noise_mode == "random":
             x = x + torch.randn_like(x[:, :1]) * self.noise_strength
         elif noise_mode == "const":

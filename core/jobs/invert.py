@@ -8,7 +8,8 @@ scribble's alpha as the mask; inpainting passes the inverse of the hole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator as Gen
+from collections.abc import Callable
+from collections.abc import Generator as Gen
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,38 +19,10 @@ import torch.nn.functional as F
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
 from core.jobs.events import CancelToken, Progress, to_uint8
+from core.jobs.params import InvertParams
 from core.losses import latent_l2, masked_l1
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InvertParams:
-    target: np.ndarray  # [H, W, 3] uint8 RGB; resized to the generator's resolution
-    mask: np.ndarray | None = None  # [H, W] float in [0, 1]; loss only where > 0; None = everywhere
-    space: LatentSpace = LatentSpace.W_PLUS
-    init: str = "mean"  # "mean" | "random" | "latent" (warm start from init_latent)
-    init_latent: np.ndarray | None = None  # latent in `space`'s shape, for init="latent"
-    l1_weight: float = 10.0  # seed: L1 weight 10
-    perceptual_weight: float = 0.01  # seed: 0.01 on conv_5 features; 0 disables
-    l2_delta_weight: float = 0.0  # L2 on latent - initial latent
-    optimizer: str = "adam"  # "adam" | "lbfgs"
-    steps: int = 500
-    lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
-    seed: int = 0  # random init and any sampling
-    num_samples: int = 1  # latents optimised together (a batch), each from its own init
-    preview_every: int = 10  # yield a preview image every k steps (and at the last step)
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "lbfgs"):
-            raise JobError(f"optimizer must be 'adam' or 'lbfgs', got {self.optimizer!r}")
-        if self.init not in ("mean", "random", "latent"):
-            raise JobError(f"init must be 'mean', 'random' or 'latent', got {self.init!r}")
-        if self.init == "latent" and self.init_latent is None:
-            raise JobError("init='latent' needs init_latent")
-        if self.steps < 1 or self.num_samples < 1 or self.preview_every < 1:
-            raise JobError("steps, num_samples and preview_every must be >= 1")
-        object.__setattr__(self, "space", LatentSpace(self.space))
 
 
 @dataclass
@@ -88,7 +61,9 @@ def mask_to_tensor(mask: np.ndarray | None, resolution: int, device) -> torch.Te
 def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
     if x.shape[-2:] == (resolution, resolution):
         return x
-    return F.interpolate(x, size=(resolution, resolution), mode="area" if x.shape[-1] > resolution else "bilinear")
+    return F.interpolate(
+        x, size=(resolution, resolution), mode="area" if x.shape[-1] > resolution else "bilinear"
+    )
 
 
 # --- latent parametrisation -------------------------------------------------------------------
@@ -104,13 +79,11 @@ def _initial_w(G: Generator, p: InvertParams, gen: torch.Generator, device) -> t
 
 
 def _mean_z(G: Generator, n: int, device) -> torch.Tensor:
-    """The 'mean' start in z: the z of 10k seeded draws whose w is nearest the mean w.
+    """The 'mean' start in z: of 10k seeded draws, the z whose w is nearest the mean w.
 
-    z = 0 is the distribution's mean, but StyleGAN normalises z's second moment, which is undefined
-    (infinite gradient) at 0. For a generator without a mapping network (DCGAN) it is z = 0.
+    z = 0, the distribution's mean, is degenerate: StyleGAN normalises z's second moment (infinite
+    gradient at 0) and a DCGAN's ReLUs all sit at exactly 0 there (zero gradient).
     """
-    if LatentSpace.W not in G.latent_spaces:
-        return torch.zeros(n, G.z_dim, device=device)
     z = torch.randn(10_000, G.z_dim, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         best = (G.mapping(z) - G.mean_w().to(device)).square().sum(1).argmin()
@@ -140,7 +113,9 @@ def _check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> 
     if lat.ndim == len(want):
         lat = lat[None]
     if tuple(lat.shape[1:]) != want:
-        raise JobError(f"a {space.value} latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}")
+        raise JobError(
+            f"a {space.value} latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}"
+        )
     return lat
 
 
@@ -176,7 +151,9 @@ def invert(
     """
     p = params
     if p.space not in G.latent_spaces:
-        raise JobError(f"this generator has no {p.space.value} space (it has {[s.value for s in G.latent_spaces]})")
+        raise JobError(
+            f"this generator has no {p.space.value} space (it has {[s.value for s in G.latent_spaces]})"
+        )
     if p.perceptual_weight > 0 and perceptual_loss is None:
         raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
     G.eval().requires_grad_(False)  # gradients flow to the latent only
@@ -202,16 +179,22 @@ def invert(
         if p.l2_delta_weight > 0:
             terms["l2_delta"] = latent_l2(latent - latent0)
         total = p.l1_weight * terms["l1"] + sum(
-            w * terms[k] for k, w in (("perceptual", p.perceptual_weight), ("l2_delta", p.l2_delta_weight)) if k in terms
+            w * terms[k]
+            for k, w in (("perceptual", p.perceptual_weight), ("l2_delta", p.l2_delta_weight))
+            if k in terms
         )
         # Sum over samples so each latent's gradient does not shrink as the batch grows.
         total.sum().backward()
-        state.update(images=images.detach(), total=total.detach(), **{k: v.detach() for k, v in terms.items()})
+        if not state:  # log the point the step started from (L-BFGS also evaluates trial points)
+            state.update(
+                images=images.detach(), total=total.detach(), **{k: v.detach() for k, v in terms.items()}
+            )
         return total.sum()
 
     for step in range(1, p.steps + 1):
         if cancel is not None and cancel.cancelled:
             return _result(G, p, latent, history, cancelled=True)
+        state.clear()
         opt.step(closure)
         losses = {k: float(state[k].mean()) for k in ("total", "l1", "perceptual", "l2_delta") if k in state}
         history.append(losses)
@@ -229,8 +212,11 @@ def invert(
 def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimizer:
     if p.optimizer == "adam":
         return torch.optim.Adam([latent], lr=p.lr, betas=(0.9, 0.999))
-    # One L-BFGS iteration per step, so progress and cancel stay per-step.
-    return torch.optim.LBFGS([latent], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    # One L-BFGS iteration per step, so progress and cancel stay per-step. max_eval must be given:
+    # its default (max_iter * 5 // 4 = 1) stops the strong-Wolfe search before it moves at all.
+    return torch.optim.LBFGS(
+        [latent], lr=1.0, max_iter=1, max_eval=25, history_size=20, line_search_fn="strong_wolfe"
+    )
 
 
 @torch.inference_mode()
@@ -247,7 +233,9 @@ def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool) 
     )
 
 
-def run_to_completion(job: Gen[Progress, None, InvertResult], on_progress: Callable[[Progress], None] | None = None):
+def run_to_completion(
+    job: Gen[Progress, None, InvertResult], on_progress: Callable[[Progress], None] | None = None
+):
     """Drive a job generator, returning its result (for the CLI and tests)."""
     while True:
         try:

@@ -1,0 +1,186 @@
+"""The one thread that owns every model and runs all torch work.
+
+The GUI submits :class:`JobRequest` s (a job id and a core params dataclass); the worker answers
+with typed :class:`WorkerMessage` s through one Qt signal. A new request supersedes the running one
+(it is cancelled within one step) and the queue is drained to the newest request.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QThread, Signal
+
+log = logging.getLogger(__name__)
+
+
+class MsgKind(enum.Enum):
+    MODEL_LOADED = "model_loaded"  # payload: dict(name, resolution, spaces)
+    STARTED = "started"  # payload: None
+    PROGRESS = "progress"  # payload: core.jobs.events.Progress
+    RESULT = "result"  # payload: the job's result object
+    CANCELLED = "cancelled"  # payload: the partial result, or None
+    ERROR = "error"  # payload: str, a message for the person
+
+
+@dataclass(frozen=True)
+class WorkerMessage:
+    kind: MsgKind
+    job_id: int
+    payload: Any = None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: int
+    kind: str  # "load_model" | "invert" | "interpolate_frame"
+    params: Any  # a core params dataclass, a path, or (latents, space, t)
+
+
+class Worker(QThread):
+    message = Signal(object)  # WorkerMessage, delivered queued to the GUI thread
+
+    def __init__(self, preview_interval_s: float = 0.05):
+        super().__init__()
+        self._queue: queue.Queue[JobRequest | None] = queue.Queue()
+        self._cancel = None  # CancelToken of the running job (set in the worker thread)
+        self._generator = None
+        self._perceptual = None
+        self._preview_interval = preview_interval_s
+
+    # --- called from the GUI thread ---
+    def submit(self, request: JobRequest, *, supersede: bool = True) -> None:
+        if supersede and self._cancel is not None:
+            self._cancel.cancel()
+        self._queue.put(request)
+
+    def cancel_current(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def stop(self) -> None:
+        self.cancel_current()
+        self._queue.put(None)
+        self.wait(5000)
+
+    # --- the worker thread ---
+    def run(self) -> None:
+        while True:
+            req = self._next_request()
+            if req is None:
+                return
+            try:
+                self._handle(req)
+            except Exception as e:  # noqa: BLE001 - any job failure becomes a message, the worker lives on
+                log.exception("job %s failed", req.job_id)
+                self._emit(MsgKind.ERROR, req.job_id, _describe(e))
+            finally:
+                self._cancel = None
+                _free_memory()
+
+    def _next_request(self) -> JobRequest | None:
+        req = self._queue.get()
+        while req is not None and req.kind != "load_model":
+            try:  # newest request wins: drop stale ones queued behind it
+                newer = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if newer is None or newer.kind == "load_model":
+                self._queue.put(newer)
+                break
+            req = newer
+        return req
+
+    def _emit(self, kind: MsgKind, job_id: int, payload: Any = None) -> None:
+        self.message.emit(WorkerMessage(kind, job_id, payload))
+
+    def _handle(self, req: JobRequest) -> None:
+        if req.kind == "load_model":
+            self._load_model(req)
+        elif req.kind == "invert":
+            self._run_invert(req)
+        elif req.kind == "interpolate_frame":
+            self._interpolate_frame(req)
+        else:
+            raise ValueError(f"unknown job kind {req.kind!r}")
+
+    def _load_model(self, req: JobRequest) -> None:
+        from core.models.io import load_generator
+
+        path = Path(req.params)
+        self._generator = load_generator(path)
+        self._perceptual = None
+        G = self._generator
+        info = {"name": path.name, "resolution": G.resolution, "spaces": [s.value for s in G.latent_spaces]}
+        self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
+
+    def _perceptual_for(self, weight: float):
+        if weight <= 0:
+            return None
+        if self._perceptual is None:
+            from core.cli import _perceptual
+
+            self._perceptual, _ = _perceptual("auto", weight, "cpu")
+        return self._perceptual
+
+    def _run_invert(self, req: JobRequest) -> None:
+        from dataclasses import replace
+
+        from core.jobs.events import CancelToken
+        from core.jobs.invert import invert
+
+        if self._generator is None:
+            raise RuntimeError("no model is loaded: open one with File ▸ Open model")
+        params = req.params
+        perc = self._perceptual_for(params.perceptual_weight)
+        if perc is None:
+            params = replace(params, perceptual_weight=0.0)
+        self._cancel = token = CancelToken()
+        self._emit(MsgKind.STARTED, req.job_id)
+        job = invert(params, self._generator, perceptual_loss=perc, cancel=token)
+        last_emit = 0.0
+        while True:
+            try:
+                ev = next(job)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            now = time.perf_counter()
+            # Previews at most every preview_interval: the GUI repaints, it does not queue up.
+            if ev.preview is not None and (now - last_emit >= self._preview_interval or ev.step == ev.total):
+                self._emit(MsgKind.PROGRESS, req.job_id, ev)
+                last_emit = now
+        self._emit(MsgKind.CANCELLED if result.cancelled else MsgKind.RESULT, req.job_id, result)
+
+    def _interpolate_frame(self, req: JobRequest) -> None:
+        from core.jobs.interpolate import Interpolator
+
+        latents, space, t = req.params
+        image = Interpolator(self._generator, latents, space).image_at(t)
+        self._emit(MsgKind.RESULT, req.job_id, image)
+
+
+def _describe(e: Exception) -> str:
+    from core.errors import LatentCanvasError
+
+    if isinstance(e, LatentCanvasError):
+        return str(e)
+    if type(e).__name__ == "OutOfMemoryError":
+        return "the device ran out of memory: try fewer samples or a smaller model"
+    return f"{type(e).__name__}: {e}"
+
+
+def _free_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
