@@ -69,7 +69,9 @@ def test_new_request_supersedes_running_job(qtbot, model_file):
     try:
         worker.submit(JobRequest(1, "load_model", str(model_file)), supersede=False)
         target = np.full((16, 16, 3), 100, np.uint8)
-        worker.submit(JobRequest(2, "invert", InvertParams(target=target, steps=100_000, perceptual_weight=0)))
+        worker.submit(
+            JobRequest(2, "invert", InvertParams(target=target, steps=100_000, perceptual_weight=0))
+        )
         qtbot.waitUntil(lambda: any(m.kind is MsgKind.PROGRESS for m in got), timeout=20_000)
         worker.submit(JobRequest(3, "invert", InvertParams(target=target, steps=3, perceptual_weight=0)))
         qtbot.waitUntil(lambda: any(m.job_id == 3 and m.kind is MsgKind.RESULT for m in got), timeout=20_000)

@@ -245,9 +245,9 @@ def test_factory_none_and_unknown(offline_hub):
         make_perceptual_loss("lpips-squeeze")
 
 
-def _torchvision_state(module, prefix_parts=2):
+def _torchvision_state(module):
     # Our modules name parameters "...{i}.{param}"; torchvision's file names them "features.{i}.{param}".
-    return {"features." + ".".join(k.split(".")[-prefix_parts:]): v for k, v in module.state_dict().items()}
+    return {"features." + ".".join(k.split(".")[-2:]): v for k, v in module.state_dict().items()}
 
 
 def test_factory_loads_lpips_backbone_from_hub_cache(offline_hub, lpips_nets):

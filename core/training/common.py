@@ -1,0 +1,494 @@
+"""What the training scripts share: device and seeding, the pre-rendered image bank, resumable
+checkpoints, sample grids, k-means, export bookkeeping and the time-budgeted training loop.
+
+A run lives in one folder (``--out``)::
+
+    checkpoint.pt    latest resumable state: plain state dicts, RNG states and the progress dict
+    progress.json    the same progress dict, readable while the run goes on
+    reals.png        a grid of training images
+    fakes-KKKKKK.png samples of fixed z at KKKKKK kimg (StyleGAN2: from G_ema)
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``: they hold tensors, numbers, strings,
+lists and dicts only, never pickled objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger("latent_canvas.training")
+
+CHECKPOINT = "checkpoint.pt"
+PROGRESS = "progress.json"
+WSTATS_FORMAT = "latent-canvas-wstats/1"
+
+
+# --- device, seeds, RNG state -----------------------------------------------------------------
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNGs (used by ops without a generator argument) and return a CPU generator
+    that every sampling step of a trainer draws from."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"gen": gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary name then rename: a crash never leaves a half file under ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    return _atomic(Path(path), lambda p: p.write_text(text))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(out_dir: str | Path, state: dict[str, Any], progress: dict[str, Any]) -> Path:
+    """Atomically write ``checkpoint.pt`` ({"state": ..., "progress": ...}) and ``progress.json``."""
+    out_dir = Path(out_dir)
+    path = _atomic(out_dir / CHECKPOINT, lambda p: torch.save({"state": state, "progress": progress}, p))
+    write_json(out_dir / PROGRESS, progress)
+    return path
+
+
+def load_checkpoint(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(state, progress)`` of the run in ``out_dir``, or None when it has no checkpoint yet.
+
+    Tensors load on the CPU; trainers move them where they belong.
+    """
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt["state"], ckpt["progress"]
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] floats in [-1, 1] -> [N, H, W, 3] uint8."""
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
+    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, ncol: int = 8, scale: int = 2) -> Path:
+    """Tile [N, 3, H, W] images in [-1, 1] into one PNG (``scale``x nearest upsampling to be seen)."""
+    x = to_uint8_hwc(images)
+    n, h, w, c = x.shape
+    nrow = math.ceil(n / ncol)
+    grid = np.zeros((nrow * h, ncol * w, c), np.uint8)
+    for i, img in enumerate(x):
+        r, k = divmod(i, ncol)
+        grid[r * h : (r + 1) * h, k * w : (k + 1) * w] = img
+    im = Image.fromarray(grid).resize((ncol * w * scale, nrow * h * scale), Image.NEAREST)
+    return _atomic(Path(path), lambda p: im.save(p, format="PNG"))
+
+
+class ImageBank:
+    """Training images held in memory as uint8 [N, H, W, 3], sampled with random horizontal flips."""
+
+    def __init__(self, images: np.ndarray | torch.Tensor):
+        images = torch.as_tensor(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+        self.images = images.permute(0, 3, 1, 2).contiguous()  # [N, 3, H, W] uint8
+        self.resolution = images.shape[1]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def sample(self, batch: int, gen: torch.Generator, *, flip: bool = True) -> torch.Tensor:
+        """``batch`` random images [B, 3, H, W] float32 in [-1, 1] (CPU)."""
+        idx = torch.randint(len(self), (batch,), generator=gen)
+        x = self.images[idx].float() / 127.5 - 1
+        if flip:
+            mirrored = torch.rand(batch, generator=gen) < 0.5
+            x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+        return x
+
+
+def procedural_bank(n: int, *, seed: int, resolution: int, cache_dir: str | Path | None) -> ImageBank:
+    """``n`` procedural cat faces (training split, indices ``seed`` ..), rendered once then cached as
+    .npy under ``cache_dir``.
+
+    The cache name carries the hash of the renderer's source, so a changed renderer re-renders.
+    """
+    from core.data import procedural
+
+    src = Path(procedural.__file__).read_bytes()
+    key = f"cats-n{n}-seed{seed}-res{resolution}-{hashlib.sha256(src).hexdigest()[:12]}.npy"
+    cached = Path(cache_dir) / key if cache_dir else None
+    if cached is not None and cached.is_file():
+        log.info("training images from cache %s", cached)
+        return ImageBank(np.load(cached, allow_pickle=False))
+    t0 = time.perf_counter()
+    first = procedural.split_seed("train", seed)
+    procedural.split_seed("train", seed + n - 1)  # raises if the set would run into the eval split
+    images, _attrs, _captions = procedural.make_dataset(n, seed=first, resolution=resolution)
+    log.info("rendered %d training images in %.0f s", n, time.perf_counter() - t0)
+    if cached is not None:
+        _atomic(cached, lambda p: _save_npy(p, images))
+    return ImageBank(images)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to a path
+        np.save(f, array, allow_pickle=False)
+
+
+# --- k-means (for the W statistics shipped with a generator) ----------------------------------
+
+
+def kmeans(
+    x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 50, tol: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """k-means++ seeding then Lloyd iterations on ``x`` [N, D].
+
+    Returns ``(centres [k, D], labels [N], inertia)``; inertia is the sum of squared distances of the
+    points to their centres. Deterministic for a given ``seed``.
+    """
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must be in 1..{x.shape[0]}, got {k}")
+    x = x.float()
+    centres = kmeans_plus_plus(x, k, gen=torch.Generator().manual_seed(seed))
+    prev = math.inf
+    for _ in range(iters):
+        d2, labels = _nearest(x, centres)
+        inertia = float(d2.sum())
+        centres = _update_centres(x, labels, centres)
+        if prev - inertia <= tol * max(prev, 1e-12) and math.isfinite(prev):
+            break
+        prev = inertia
+    d2, labels = _nearest(x, centres)
+    return centres, labels, float(d2.sum())
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int, *, gen: torch.Generator) -> torch.Tensor:
+    """Arthur & Vassilvitskii (2007): each next centre drawn with probability ~ D(x)^2."""
+    first = int(torch.randint(x.shape[0], (1,), generator=gen))
+    centres = [x[first]]
+    d2 = (x - x[first]).square().sum(1)
+    for _ in range(1, k):
+        probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1 / d2.numel())
+        nxt = int(torch.multinomial(probs, 1, generator=gen))
+        centres.append(x[nxt])
+        d2 = torch.minimum(d2, (x - x[nxt]).square().sum(1))
+    return torch.stack(centres)
+
+
+def _nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance to, and index of, the nearest centre for each row of ``x``."""
+    d2s, labels = [], []
+    c2 = centres.square().sum(1)
+    for part in x.split(chunk):
+        d = part.square().sum(1, keepdim=True) - 2 * part @ centres.T + c2  # [n, k]
+        m, i = d.clamp_min(0).min(1)
+        d2s.append(m)
+        labels.append(i)
+    return torch.cat(d2s), torch.cat(labels)
+
+
+def _update_centres(x: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    k = centres.shape[0]
+    sums = torch.zeros_like(centres).index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=k).to(x.dtype)
+    # An empty cluster keeps its old centre rather than becoming NaN.
+    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+
+
+# --- the training loop --------------------------------------------------------------------------
+
+
+class Trainer(Protocol):
+    batch: int
+    bank: ImageBank
+    nimg: int  # training images shown so far
+
+    def step(self) -> dict[str, float]:
+        """One iteration (``batch`` images); returns this iteration's loss values."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def samples(self) -> torch.Tensor:
+        """Images [N, 3, H, W] in [-1, 1] from the trainer's fixed z, for the progress grid."""
+        ...
+
+
+@dataclass(frozen=True)
+class Budget:
+    kimg: float | None = None  # stop after this many thousand training images (total over resumes)
+    minutes: float | None = None  # stop after this much wall-clock training time (total over resumes)
+
+    def done(self, nimg: int, elapsed_s: float) -> bool:
+        if self.kimg is not None and nimg >= self.kimg * 1000:
+            return True
+        return self.minutes is not None and elapsed_s >= self.minutes * 60
+
+
+class ProgressPrinter:
+    """Logs one line every ``every_s`` seconds: kimg, mean losses since the last line, img/s, time."""
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._last_t = time.monotonic()
+        self._last_nimg: int | None = None
+
+    def update(self, nimg: int, losses: dict[str, float], elapsed_s: float, *, force: bool = False) -> None:
+        for k, v in losses.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._counts[k] = self._counts.get(k, 0) + 1
+        if self._last_nimg is None:
+            self._last_nimg = nimg  # first call: the rate counts from here
+        now = time.monotonic()
+        if not self._sums or (not force and now - self._last_t < self.every_s):
+            return
+        rate = (nimg - self._last_nimg) / max(now - self._last_t, 1e-9)
+        loss = "  ".join(f"{k} {self._sums[k] / self._counts[k]:.4f}" for k in self._sums)
+        log.info("kimg %8.2f  %s  %6.1f img/s  elapsed %s", nimg / 1000, loss, rate, _hms(elapsed_s))
+        self._sums.clear()
+        self._counts.clear()
+        self._last_t, self._last_nimg = now, nimg
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def train_loop(
+    trainer: Trainer,
+    out_dir: str | Path,
+    *,
+    progress: dict[str, Any],
+    budget: Budget,
+    checkpoint_minutes: float = 5.0,
+    log_every_s: float = 30.0,
+) -> dict[str, Any]:
+    """Step ``trainer`` until ``budget`` is spent, checkpointing every ``checkpoint_minutes``.
+
+    ``progress`` is the JSON-able dict stored with every checkpoint; its ``elapsed_s`` (training time
+    of earlier sessions of this run) is carried on. Returns the final progress dict.
+    """
+    out_dir = Path(out_dir)
+    start, elapsed0 = time.monotonic(), float(progress.get("elapsed_s", 0.0))
+    last_ckpt = start
+    printer = ProgressPrinter(log_every_s)
+    printer.update(trainer.nimg, {}, elapsed0)
+
+    def elapsed() -> float:
+        return elapsed0 + time.monotonic() - start
+
+    def checkpoint(done: bool) -> None:
+        progress.update(nimg=trainer.nimg, kimg=trainer.nimg / 1000, elapsed_s=elapsed(), done=done)
+        save_grid(trainer.samples(), out_dir / f"fakes-{trainer.nimg // 1000:06d}.png")
+        save_checkpoint(out_dir, trainer.state_dict(), progress)
+        log.info("checkpoint at kimg %.2f -> %s", trainer.nimg / 1000, out_dir / CHECKPOINT)
+
+    if not (out_dir / CHECKPOINT).is_file():
+        checkpoint(done=False)  # the starting point, so even a killed run can resume and show kimg 0
+    while not budget.done(trainer.nimg, elapsed()):
+        losses = trainer.step()
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"non-finite loss at kimg {trainer.nimg / 1000:.2f}: {losses}")
+        printer.update(trainer.nimg, losses, elapsed())
+        if time.monotonic() - last_ckpt >= checkpoint_minutes * 60:
+            checkpoint(done=False)
+            last_ckpt = time.monotonic()
+    printer.update(trainer.nimg, {}, elapsed(), force=True)
+    checkpoint(done=True)
+    return progress
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field-name`` option per field of the config dataclass ``cls``, defaulting to its default."""
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, metavar=f.name.upper())
+
+
+def train_parser(prog: str, config_cls: type) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train (or with --resume continue) a run in --out. On resume the model and "
+        "training settings come from the checkpoint; only the session options below apply.",
+    )
+    s = p.add_argument_group("session options")
+    s.add_argument("--out", required=True, help="run folder (checkpoint, progress.json, sample grids)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("--minutes", type=float, default=None, help="stop at this total training time")
+    s.add_argument("--kimg", type=float, default=None, help="stop at this total of thousand images")
+    s.add_argument("--checkpoint-minutes", type=float, default=5.0, help="checkpoint + grid cadence")
+    s.add_argument("--log-every", type=float, default=30.0, help="seconds between progress lines")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    s.add_argument("--cache-dir", default="runs/.cache", help="where pre-rendered training sets are kept")
+    add_config_args(p.add_argument_group("model and training settings (fixed for a run)"), config_cls)
+    return p
+
+
+def run_training(
+    argv: Sequence[str],
+    *,
+    prog: str,
+    config_cls: type,
+    make_trainer: Callable[[Any, torch.device, ImageBank], Trainer],
+) -> dict[str, Any]:
+    """Parse ``argv``, start or resume the run in ``--out`` and train until the budget is spent."""
+    parser = train_parser(prog, config_cls)
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.minutes is None and args.kimg is None:
+        parser.error("give a budget: --minutes and/or --kimg")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, out = pick_device(args.device), Path(args.out)
+    loaded = load_checkpoint(out)
+    if loaded is not None and not args.resume:
+        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    if loaded is not None:
+        state, progress = loaded
+        cfg = config_cls(**progress["config"])
+    else:
+        cfg = config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
+        progress = {"config": asdict(cfg), "sessions": [], "nimg": 0, "elapsed_s": 0.0}
+    bank = procedural_bank(
+        cfg.n_train, seed=cfg.data_seed, resolution=cfg.resolution, cache_dir=args.cache_dir
+    )
+    trainer = make_trainer(cfg, device, bank)
+    if loaded is not None:
+        trainer.load_state_dict(state)
+        log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
+    else:
+        save_grid(bank.sample(32, torch.Generator().manual_seed(0), flip=False), out / "reals.png")
+    progress["sessions"].append(_session_facts(prog, argv, device, trainer.nimg))
+    log.info("config %s", json.dumps(asdict(cfg)))
+    budget = Budget(kimg=args.kimg, minutes=args.minutes)
+    return train_loop(
+        trainer,
+        out,
+        progress=progress,
+        budget=budget,
+        checkpoint_minutes=args.checkpoint_minutes,
+        log_every_s=args.log_every,
+    )
+
+
+def _session_facts(prog: str, argv: Sequence[str], device: torch.device, nimg: int) -> dict[str, Any]:
+    return {
+        "command": " ".join([prog, *argv]),
+        "device": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "start_kimg": nimg / 1000,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def export_facts(progress: dict[str, Any], argv: Sequence[str], prog: str) -> dict[str, Any]:
+    """Training facts for a model's JSON sidecar, from the run's progress dict."""
+    sessions = progress.get("sessions", [])
+    return {
+        "kimg": round(progress.get("nimg", 0) / 1000, 3),
+        "minutes": round(progress.get("elapsed_s", 0.0) / 60, 2),
+        "seed": progress["config"].get("seed"),
+        "devices": sorted({s["device"] for s in sessions}),
+        "commands": [s["command"] for s in sessions],
+        "finished": bool(progress.get("done")),
+        "train_config": progress["config"],
+        "export_command": " ".join([prog, *argv]),
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+    }
+
+
+def write_sidecar(model_path: str | Path, *, config: dict, training: dict, extra: dict | None = None) -> Path:
+    """``<model>.json`` next to the weights: file name, sha256, generator config and training facts."""
+    model_path = Path(model_path)
+    doc = {
+        "file": model_path.name,
+        "sha256": sha256_file(model_path),
+        "bytes": model_path.stat().st_size,
+        "config": config,
+        "training": training,
+        **(extra or {}),
+    }
+    return write_json(model_path.with_suffix(".json"), doc)

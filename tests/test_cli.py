@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli import main
+from core.imageio import load_image, save_png
+from core.jobs.events import to_uint8
+from core.latents import load_latent
+from core.models.io import save_generator
+from tests.conftest import tiny_stylegan
+
+
+@pytest.fixture
+def setup(tmp_path):
+    G = tiny_stylegan()
+    model = save_generator(G, tmp_path / "g.safetensors")
+    with torch.no_grad():
+        imgs = to_uint8(G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(9))))
+    a, b = save_png(imgs[0], tmp_path / "a.png"), save_png(imgs[1], tmp_path / "b.png")
+    return tmp_path, model, a, b
+
+
+def test_invert_writes_everything(setup, capsys):
+    tmp, model, a, _ = setup
+    out = tmp / "out"
+    rc = main(["invert", "--image", str(a), "--model", str(model), "--space", "w+", "--steps", "30",
+               "--perceptual", "none", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["params"]["steps"] == 30 and run["params"]["space"] == "w+"
+    assert len(run["loss_history"]) == 30
+    assert run["loss_history"][-1]["l1"] < run["loss_history"][0]["l1"]
+    lat = load_latent(out / "latent.npz")
+    assert lat.space.value == "w+" and lat.ws.shape[0] == 1
+    assert load_image(out / "result.png").shape == (16, 16, 3)
+    assert "30/30" in capsys.readouterr().err  # the progress bar
+
+
+def test_scribble_and_interpolate(setup):
+    tmp, model, a, b = setup
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[4:12, 4:12] = (200, 120, 40, 255)
+    scribble = save_png(rgba, tmp / "scribble.png")
+    common = ["--model", str(model), "--steps", "10", "--perceptual", "none"]
+    assert main(["invert", "--image", str(scribble), "--scribble", "--out", str(tmp / "s"), *common]) == 0
+    assert main(["invert", "--image", str(b), "--out", str(tmp / "b"), *common]) == 0
+    rc = main(["interpolate", str(tmp / "s/latent.npz"), str(tmp / "b/latent.npz"), "--frames", "5",
+               "--model", str(model), "--out", str(tmp / "ab")])  # fmt: skip
+    assert rc == 0
+    frames = sorted((tmp / "ab").glob("frame_*.png"))
+    assert len(frames) == 5
+    np.testing.assert_array_equal(load_image(frames[0]), load_image(tmp / "s/result.png"))
+    np.testing.assert_array_equal(load_image(frames[-1]), load_image(tmp / "b/result.png"))
+
+
+def test_bad_inputs_give_messages_not_tracebacks(setup, capsys):
+    tmp, model, a, _ = setup
+    bad = tmp / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert main(["invert", "--image", str(bad), "--model", str(model), "--out", str(tmp / "x")]) == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert (
+        main(["invert", "--image", str(a), "--model", str(tmp / "none.safetensors"), "--out", str(tmp / "x")])
+        == 1
+    )
+    assert "not found" in capsys.readouterr().err
+    assert (
+        main(["invert", "--image", str(a), "--scribble", "--model", str(model), "--out", str(tmp / "x")]) == 1
+    )
+    assert "transparency" in capsys.readouterr().err
