@@ -13,6 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="latent-canvas")
     ap.add_argument("--model", type=Path, help="generator file (.safetensors or StyleGAN2-ADA .pkl)")
     ap.add_argument("--image", help="open this image as the base layer")
+    ap.add_argument(
+        "--smoke-screenshot",
+        type=Path,
+        help="(testing) print the canvas' screen rectangle once the model is loaded, save a screenshot "
+        "of the window after the first job result, then quit",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -29,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(a.model or bundled_model(DEFAULT_GENERATOR))
     if a.image:
         window.open_image(a.image)
+    if a.smoke_screenshot:
+        _smoke(window, a.smoke_screenshot)
     window.show()
     app.aboutToQuit.connect(window.worker.stop)
     with loop:
@@ -36,9 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _smoke(window, out: Path) -> None:
+    """Hooks for the real-window smoke test: an outside program (xdotool) draws and presses Run."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    def ready(_info) -> None:
+        top_left = window.canvas.mapToGlobal(window.canvas.view_rect().topLeft().toPoint())
+        side = int(window.canvas.view_rect().width())
+        print(f"canvas-rect {top_left.x()} {top_left.y()} {side} {side}", flush=True)
+
+    def shoot(_index) -> None:
+        window.screen().grabWindow(0).save(str(out))
+        print(f"screenshot {out}", flush=True)
+        QTimer.singleShot(100, QApplication.instance().quit)
+
+    window.model_ready.connect(ready)
+    window.result_added.connect(shoot)
+
+
 async def _until_quit(app) -> None:
     done = asyncio.Event()
     app.lastWindowClosed.connect(done.set)
+    app.aboutToQuit.connect(done.set)
     await done.wait()
 
 

@@ -1,4 +1,8 @@
-"""The main window: canvas, job panel, live result with step counter and loss, history strip."""
+"""The main window: tools, canvas and live result, job panels, history strip, interpolation.
+
+Every model call happens on the :class:`Worker` thread; this file builds params dataclasses from the
+panels and canvas, submits them, and reacts to typed worker messages in one ``match``.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
-    QColorDialog,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -24,263 +26,542 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSlider,
     QSpinBox,
+    QSplitter,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.canvas import Canvas, ImageView, Layer, Tool, qimage_from_rgb
+from desktop.history import HistoryEntry, entry_from_result
+from desktop.panels import InterpolatePanel, InvertPanel
+from desktop.widgets import ColourButton, LossPlot
 from desktop.worker import JobRequest, MsgKind, Worker, WorkerMessage
 
 log = logging.getLogger(__name__)
 
-MODES = ("Scribble to image", "Invert base image", "Inpaint (mask = hole)")
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+MAX_RECENT = 8
+LIVE_DEBOUNCE_MS = 350
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, model_path: Path, worker: Worker | None = None):
+    model_ready = Signal(dict)  # the worker loaded a model (its info)
+    result_added = Signal(int)  # index of a new history entry
+
+    def __init__(self, model_path: Path, worker: Worker | None = None, settings: QSettings | None = None):
         super().__init__()
         self.setWindowTitle("Latent Canvas")
-        self.settings = QSettings("LatentCanvas", "LatentCanvas")
-        self.model_path = model_path
+        self.setAcceptDrops(True)
+        self.settings = settings or QSettings("LatentCanvas", "LatentCanvas")
+        self.model_path = Path(model_path)
+        self.model_info: dict | None = None
         self._ids = itertools.count(1)
         self._current_job = 0
-        self._results: list[tuple[np.ndarray, object]] = []  # (image, InvertResult)
+        self._current_kind = ""
+        self._load_id = 0
+        self._last_progress = None  # the running job's latest Progress (for Accept / Branch)
+        self._accept_requested = False
+        self.history_entries: list[HistoryEntry] = []
         self.worker = worker or Worker()
         self.worker.message.connect(self.on_message)
         self.canvas = Canvas(64)
         self.result_view = ImageView()
+        self.result_view.picked.connect(self._pick_sample)
+        self._live_timer = QTimer(self, singleShot=True, interval=LIVE_DEBOUNCE_MS)
+        self._live_timer.timeout.connect(lambda: self.run_job(live=True))
+        self.canvas.stroke_finished.connect(self._maybe_live)
         self._build_ui()
+        self._build_menus()
         self.worker.start()
-        self.load_model(model_path)
+        self.load_model(self.model_path)
 
     # --- UI ---
     def _build_ui(self) -> None:
         self._build_toolbar()
-        panel = self._build_job_panel()
-        views = QHBoxLayout()
-        views.addWidget(self.canvas, 1)
-        views.addWidget(self.result_view, 1)
+        views = QSplitter()
+        views.addWidget(self.canvas)
+        views.addWidget(self.result_view)
         self.history = QListWidget()
+        self.history.setViewMode(QListWidget.ViewMode.IconMode)
         self.history.setFlow(QListWidget.Flow.LeftToRight)
-        self.history.setFixedHeight(90)
+        self.history.setWrapping(False)
+        self.history.setIconSize(QSize(64, 64))
+        self.history.setFixedHeight(104)
+        self.history.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.history.itemClicked.connect(self._show_history_item)
+        self.history.itemSelectionChanged.connect(self._history_selection_changed)
+        self.history.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        for label, slot in (
+            ("Use as base image", self.use_result_as_base),
+            ("Branch from this (warm start)", self.branch_from_selected),
+            ("Show parameters", self._show_params),
+        ):
+            act = QAction(label, self.history)
+            act.triggered.connect(slot)
+            self.history.addAction(act)
         centre = QVBoxLayout()
-        centre.addLayout(views, 1)
+        centre.addWidget(views, 1)
         centre.addWidget(self.history)
         root = QHBoxLayout()
         root.addLayout(centre, 1)
-        root.addWidget(panel)
+        root.addWidget(self._build_side_panel())
         w = QWidget()
         w.setLayout(root)
         self.setCentralWidget(w)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.statusBar().addPermanentWidget(self.progress)
-        self.resize(1100, 620)
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 760)
 
     def _build_toolbar(self) -> None:
-        tb = QToolBar("Tools")
+        tb = QToolBar("Tools", objectName="tools")
         self.addToolBar(tb)
-        for label, shortcut, slot in (
-            ("Open image…", QKeySequence.StandardKey.Open, self.open_image),
-            ("Open model…", None, self.open_model),
-        ):
-            act = QAction(label, self)
-            if shortcut is not None:
-                act.setShortcut(shortcut)
-            act.triggered.connect(slot)
-            tb.addAction(act)
+        self.model_picker = QComboBox(minimumContentsLength=18)
+        self.model_picker.setToolTip("Generator model")
+        self.model_picker.activated.connect(self._model_picked)
+        tb.addWidget(QLabel(" Model "))
+        tb.addWidget(self.model_picker)
         tb.addSeparator()
-        for tool in Tool:
-            act = QAction(tool.value.capitalize(), self)
+        group = QActionGroup(self)
+        self.tool_actions = {}
+        for tool, key in zip(Tool, ("B", "E", "M", "Shift+M"), strict=True):
+            act = QAction(tool.value.capitalize(), self, checkable=True, shortcut=key)
             act.triggered.connect(lambda _=False, t=tool: self._set_tool(t))
+            group.addAction(act)
             tb.addAction(act)
-        colour = QAction("Colour…", self)
-        colour.triggered.connect(self._pick_colour)
-        tb.addAction(colour)
-        self.size_spin = QSpinBox(minimum=1, maximum=32, value=4, suffix=" px")
-        self.size_spin.valueChanged.connect(lambda v: setattr(self.canvas, "brush_size", float(v)))
+            self.tool_actions[tool] = act
+        self.tool_actions[Tool.BRUSH].setChecked(True)
+        self.colour_button = ColourButton(self.canvas.colour)
+        self.colour_button.colour_changed.connect(lambda c: setattr(self.canvas, "colour", c))
+        tb.addWidget(self.colour_button)
+        self.size_spin = QSpinBox(minimum=1, maximum=64, suffix=" px", toolTip="Brush size (model pixels)")
+        self.size_spin.setValue(int(self.settings.value("brush/size", 4)))
+        self.size_spin.valueChanged.connect(self._brush_size)
+        self._brush_size(self.size_spin.value())
         tb.addWidget(self.size_spin)
-        for label, layer in (("Clear scribble", Layer.SCRIBBLE), ("Clear mask", Layer.MASK)):
-            act = QAction(label, self)
-            act.triggered.connect(lambda _=False, lay=layer: self.canvas.clear_layer(lay))
-            tb.addAction(act)
+        self.opacity_spin = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.1, value=1.0)
+        self.opacity_spin.setToolTip("Brush opacity")
+        self.opacity_spin.valueChanged.connect(lambda v: setattr(self.canvas, "opacity", v))
+        tb.addWidget(self.opacity_spin)
+        tb.addSeparator()
+        self.live = QCheckBox("Live", toolTip="Re-run the job when a stroke ends (newest wins)")
+        self.live.setChecked(self.settings.value("live", False, type=bool))
+        tb.addWidget(self.live)
+
+    def _build_side_panel(self) -> QWidget:
+        self.tabs = QTabWidget()
+        self.invert_panel = InvertPanel(self.settings)
+        self.interp_panel = InterpolatePanel()
+        self.interp_panel.position.connect(self._interpolate)
+        self.tabs.addTab(self.invert_panel, "Invert")
+        self.tabs.addTab(self.interp_panel, "Interpolate")
+        self.run_button = QPushButton("Run", shortcut="Ctrl+Return")
+        self.run_button.clicked.connect(lambda: self.run_job())
+        self.stop_button = QPushButton("Stop", shortcut="Esc", toolTip="Stop and discard")
+        self.stop_button.clicked.connect(self.stop_job)
+        self.accept_button = QPushButton("Accept", toolTip="Stop now and keep the current step")
+        self.accept_button.clicked.connect(self.accept_current)
+        self.branch_button = QPushButton("Branch", toolTip="Restart from the current step's latent")
+        self.branch_button.clicked.connect(self.branch_from_current)
+        buttons = QHBoxLayout()
+        for b in (self.run_button, self.stop_button, self.accept_button, self.branch_button):
+            buttons.addWidget(b)
+        self.step_label = QLabel("idle")
+        self.loss_plot = LossPlot()
+        lay = QVBoxLayout()
+        lay.addWidget(self.tabs, 1)
+        lay.addLayout(buttons)
+        lay.addWidget(self.step_label)
+        lay.addWidget(self.loss_plot)
+        panel = QWidget()
+        panel.setLayout(lay)
+        panel.setFixedWidth(330)
+        self._set_running(False)
+        return panel
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        file = mb.addMenu("&File")
+        self._add(file, "Open image…", self.open_image, QKeySequence.StandardKey.Open)
+        self.recent_menu = file.addMenu("Open recent")
+        self._refresh_recent()
+        self._add(file, "Save result as PNG…", self.save_result, "Ctrl+Shift+E")
+        file.addSeparator()
+        self._add(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        edit = mb.addMenu("&Edit")
         undo = self.canvas.undo_stack.createUndoAction(self, "Undo")
         undo.setShortcut(QKeySequence.StandardKey.Undo)
         redo = self.canvas.undo_stack.createRedoAction(self, "Redo")
         redo.setShortcut(QKeySequence.StandardKey.Redo)
-        tb.addActions([undo, redo])
+        edit.addActions([undo, redo])
+        edit.addSeparator()
+        for layer in (Layer.SCRIBBLE, Layer.MASK):
+            self._add(edit, f"Fill {layer.value}", lambda _=False, x=layer: self.canvas.fill_layer(x))
+            self._add(edit, f"Clear {layer.value}", lambda _=False, x=layer: self.canvas.clear_layer(x))
+        self._add(edit, "Use result as base", self.use_result_as_base, "Ctrl+B")
+        view = mb.addMenu("&View")
+        self._add(view, "Fit", self.canvas.fit, "Ctrl+0")
+        self._add(view, "Zoom in", lambda: self.canvas.set_zoom(self.canvas.zoom * 1.25), "Ctrl+=")
+        self._add(view, "Zoom out", lambda: self.canvas.set_zoom(self.canvas.zoom / 1.25), "Ctrl+-")
+        show_mask = self._add(view, "Show mask", self._toggle_mask, "Ctrl+M")
+        show_mask.setCheckable(True)
+        show_mask.setChecked(True)
+        overlay = self._add(view, "Result over base", self._toggle_overlay, "Ctrl+R")
+        overlay.setCheckable(True)
+        model = mb.addMenu("&Model")
+        self._add(model, "Open model…", self.open_model)
 
-    def _build_job_panel(self) -> QGroupBox:
-        box = QGroupBox("Job")
-        form = QFormLayout()
-        self.mode = QComboBox()
-        self.mode.addItems(MODES)
-        self.space = QComboBox()
-        self.space.addItems(["w+", "w", "z"])
-        self.init = QComboBox()
-        self.init.addItems(["mean", "random"])
-        self.optimizer = QComboBox()
-        self.optimizer.addItems(["adam", "lbfgs"])
-        self.steps = QSpinBox(minimum=1, maximum=5000, value=int(self.settings.value("steps", 200)))
-        self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
-        self.l1 = QDoubleSpinBox(minimum=0.0, maximum=100.0, value=10.0)
-        self.perc = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3, singleStep=0.01, value=0.01)
-        self.l2 = QDoubleSpinBox(minimum=0.0, maximum=100.0, decimals=3, value=0.0)
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
-        self.samples = QSpinBox(minimum=1, maximum=16, value=1)
-        for label, w in (
-            ("Mode", self.mode), ("Latent space", self.space), ("Init", self.init),
-            ("Optimiser", self.optimizer), ("Steps", self.steps), ("Learning rate", self.lr),
-            ("L1 weight", self.l1), ("Perceptual weight", self.perc), ("L2 on delta", self.l2),
-            ("Seed", self.seed), ("Samples", self.samples),
-        ):  # fmt: skip
-            form.addRow(label, w)
-        self.run_button = QPushButton("Run")
-        self.run_button.setShortcut("Ctrl+Return")
-        self.run_button.clicked.connect(self.run_job)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(self.worker.cancel_current)
-        self.step_label = QLabel("idle")
-        self.interp = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100)
-        self.interp.valueChanged.connect(self._interpolate)
-        lay = QVBoxLayout()
-        lay.addLayout(form)
-        lay.addWidget(self.run_button)
-        lay.addWidget(self.stop_button)
-        lay.addWidget(self.step_label)
-        lay.addWidget(QLabel("Interpolate last two results"))
-        lay.addWidget(self.interp)
-        lay.addStretch(1)
-        box.setLayout(lay)
-        box.setFixedWidth(260)
-        return box
+    def _add(self, menu, label, slot, shortcut=None) -> QAction:
+        act = QAction(label, self)
+        if shortcut is not None:
+            act.setShortcut(shortcut)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    def _set_running(self, running: bool) -> None:
+        for b in (self.stop_button, self.accept_button, self.branch_button):
+            b.setEnabled(running)
 
     def _set_tool(self, tool: Tool) -> None:
         self.canvas.tool = tool
-        self.statusBar().showMessage(f"tool: {tool.value}", 2000)
+        self.tool_actions[tool].setChecked(True)
 
-    def _pick_colour(self) -> None:
-        c = QColorDialog.getColor(self.canvas.colour, self, "Brush colour")
-        if c.isValid():
-            self.canvas.colour = QColor(c)
+    def _brush_size(self, v: int) -> None:
+        self.canvas.brush_size = float(v)
+        self.settings.setValue("brush/size", v)
 
-    # --- files and models ---
-    def open_image(self, path: str | None = None) -> None:
+    def _toggle_mask(self, on: bool) -> None:
+        self.canvas.show_mask = on
+        self.canvas.update()
+
+    def _toggle_overlay(self, on: bool) -> None:
+        self.canvas.result_opacity = 0.7 if on else 0.0
+        self.canvas.update()
+
+    # --- files ---
+    def open_image(self, path: str | None = None) -> bool:
         from core.errors import ImageLoadError  # no torch: core.imageio needs only Pillow
         from core.imageio import load_image
 
         if not path:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Open image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
-            )
+            path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), IMAGE_FILTER)
         if not path:
-            return
+            return False
         try:
             self.canvas.set_base(load_image(path))
         except ImageLoadError as e:
             QMessageBox.warning(self, "Cannot open image", str(e))
+            return False
+        self._remember(path)
+        return True
+
+    def save_result(self, path: str | None = None) -> Path | None:
+        from core.imageio import save_png
+
+        entry = self._selected_entry()
+        if entry is None:
+            QMessageBox.information(self, "Nothing to save", "Run a job first.")
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", self._last_dir(), "PNG (*.png)")
+        if not path:
+            return None
+        meta = {"kind": entry.kind, "seed": entry.seed, "params": entry.params, "model": self.model_path.name}
+        return save_png(entry.image, path, metadata=meta)
+
+    def _last_dir(self) -> str:
+        recent = self.recent_files()
+        return str(Path(recent[0]).parent) if recent else ""
+
+    def recent_files(self) -> list[str]:
+        return [p for p in (self.settings.value("recent", []) or []) if isinstance(p, str)]
+
+    def _remember(self, path: str) -> None:
+        recent = [str(Path(path).resolve())] + [
+            p for p in self.recent_files() if p != str(Path(path).resolve())
+        ]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.recent_files():
+            self._add(self.recent_menu, p, lambda _=False, x=p: self.open_image(x))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def dragEnterEvent(self, e) -> None:
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:
+        for url in e.mimeData().urls():
+            if url.isLocalFile():
+                self.open_image(url.toLocalFile())
+                break
+
+    # --- models ---
+    def known_models(self) -> list[Path]:
+        from core.paths import resources_dir
+
+        bundled = sorted((resources_dir() / "models").glob("*.safetensors"))
+        bundled = [p for p in bundled if _is_generator_file(p)]
+        extra = [Path(p) for p in (self.settings.value("models", []) or []) if isinstance(p, str)]
+        return list(dict.fromkeys([*bundled, *extra, self.model_path]))
+
+    def _refresh_models(self) -> None:
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        for p in self.known_models():
+            self.model_picker.addItem(p.stem, str(p))
+        self.model_picker.addItem("Open model…", None)
+        idx = self.model_picker.findData(str(self.model_path))
+        self.model_picker.setCurrentIndex(max(idx, 0))
+        self.model_picker.blockSignals(False)
+
+    def _model_picked(self, index: int) -> None:
+        data = self.model_picker.itemData(index)
+        if data is None:
+            self.open_model()
+        else:
+            self.load_model(Path(data))
 
     def open_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Generators (*.safetensors *.pkl)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open model", "", "Generators (*.safetensors *.pkl);;All files (*)"
+        )
         if path:
+            models = [str(p) for p in self.known_models() if p.parent.name != "models"]
+            self.settings.setValue("models", list(dict.fromkeys([path, *models]))[:MAX_RECENT])
             self.load_model(Path(path))
+        else:
+            self._refresh_models()
 
     def load_model(self, path: Path) -> None:
+        self.model_path = Path(path)
+        self._refresh_models()
         self.statusBar().showMessage(f"loading {path.name}…")
-        self.worker.submit(JobRequest(next(self._ids), "load_model", str(path)), supersede=False)
+        self._load_id = next(self._ids)
+        self.worker.submit(JobRequest(self._load_id, "load_model", str(path)), supersede=False)
+
+    def _model_failed(self, message: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Cannot load model", message, parent=self)
+        locate = box.addButton("Locate…", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Close)
+        box.exec()
+        if box.clickedButton() is locate:
+            self.open_model()
 
     # --- jobs ---
-    def job_params(self):
-        from core.jobs.params import InvertParams
+    def _panel(self):
+        return self.tabs.currentWidget()
 
-        mode = self.mode.currentIndex()
-        base = self.canvas.base_rgb()
-        if mode == 0:
-            rgba = self.canvas.scribble_rgba()
-            target, mask = np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
-        elif mode == 1:
-            target, mask = base, None
-        else:
-            target, mask = base, 1.0 - self.canvas.mask()
-        return InvertParams(
-            target=target, mask=mask, space=self.space.currentText(), init=self.init.currentText(),
-            l1_weight=self.l1.value(), perceptual_weight=self.perc.value(), l2_delta_weight=self.l2.value(),
-            optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
-            seed=self.seed.value(), num_samples=self.samples.value(), preview_every=1,
-        )  # fmt: skip
+    def _maybe_live(self) -> None:
+        if self.live.isChecked() and hasattr(self._panel(), "params"):
+            self._live_timer.start()
 
-    def run_job(self) -> None:
+    def run_job(self, *, live: bool = False, warm_latent: np.ndarray | None = None) -> bool:
         from core.errors import JobError
 
+        panel = self._panel()
+        if not hasattr(panel, "params"):
+            panel = self.invert_panel
+            self.tabs.setCurrentWidget(panel)
+        reason = panel.needs_paint(self.canvas)
+        if reason:
+            if not live:
+                QMessageBox.information(self, "Nothing painted", reason)
+            return False
+        if live and warm_latent is None:
+            warm_latent = self._warm_latent(panel)
         try:
-            params = self.job_params()
+            params = (
+                panel.params(self.canvas, warm_latent)
+                if panel.kind == "invert"
+                else panel.params(self.canvas)
+            )
         except JobError as e:
             QMessageBox.warning(self, "Cannot run", str(e))
-            return
-        if params.mask is not None and float(params.mask.max()) <= 0:
-            QMessageBox.information(self, "Nothing painted", "Paint a scribble (or a mask) first.")
-            return
-        self.settings.setValue("steps", params.steps)
-        self._current_job = next(self._ids)
-        self.progress.setRange(0, params.steps)
-        self.progress.setValue(0)
-        self.worker.submit(JobRequest(self._current_job, "invert", params))
+            return False
+        self.settings.setValue(f"{panel.kind}/steps", getattr(params, "steps", 0))
+        self.submit_job(panel.kind, params)
+        return True
 
-    def _interpolate(self, value: int) -> None:
-        with_latents = [r for _, r in self._results if r is not None]
-        if len(with_latents) < 2:
+    def submit_job(self, kind: str, params) -> int:
+        self._current_job = next(self._ids)
+        self._current_kind = kind
+        self._last_progress = None
+        self._accept_requested = False
+        total = int(getattr(params, "steps", 0) or 0)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(0)
+        self.loss_plot.reset(total)
+        self.worker.submit(JobRequest(self._current_job, kind, params))
+        self._set_running(True)
+        return self._current_job
+
+    def _warm_latent(self, panel) -> np.ndarray | None:
+        """Live mode starts from the newest result's latent when it is in the same latent space."""
+        for entry in reversed(self.history_entries):
+            if entry.kind == "invert" and entry.latent is not None:
+                if entry.space == panel.space.currentText():
+                    return entry.latent[entry.selected][None]
+                return None
+        return None
+
+    def stop_job(self) -> None:
+        self._accept_requested = False
+        self.worker.cancel_current()
+
+    def accept_current(self) -> None:
+        self._accept_requested = True
+        self.worker.cancel_current()
+
+    def branch_from_current(self) -> None:
+        ev = self._last_progress
+        if ev is None or ev.latent is None or self._current_kind != "invert":
             return
-        a, b = with_latents[-2], with_latents[-1]
-        req = JobRequest(next(self._ids), "interpolate_frame", ([a.ws[0], b.ws[0]], "w+", value / 100))
+        self.worker.cancel_current()
+        self.run_job(warm_latent=np.asarray(ev.latent[:1]))
+
+    def branch_from_selected(self) -> None:
+        entry = self._selected_entry()
+        if entry is None or entry.latent is None or entry.kind != "invert":
+            return
+        self.tabs.setCurrentWidget(self.invert_panel)
+        self.invert_panel.space.setCurrentText(entry.space)
+        self.run_job(warm_latent=entry.latent[entry.selected][None])
+
+    def _interpolate(self, t: float) -> None:
+        ends = [e.selected_ws() for e in self._selected_entries() if e.ws is not None]
+        if len(ends) < 2:
+            return
+        req = JobRequest(next(self._ids), "interpolate_frame", (ends, "w+", t))
         self._current_job = req.job_id
+        self._current_kind = "interpolate_frame"
         self.worker.submit(req)
 
     # --- worker messages ---
     def on_message(self, msg: WorkerMessage) -> None:
         match msg.kind:
             case MsgKind.MODEL_LOADED:
-                self.canvas.reset(msg.payload["resolution"])
-                self.statusBar().showMessage(
-                    f"model {msg.payload['name']} ({msg.payload['resolution']} px)", 5000
-                )
+                self._model_loaded(msg.payload)
+            case MsgKind.ERROR if msg.job_id == self._load_id:
+                self._model_failed(msg.payload)
             case MsgKind.ERROR:
                 self.step_label.setText("error")
+                self._set_running(False)
                 QMessageBox.warning(self, "Job failed", msg.payload)
             case _ if msg.job_id != self._current_job:
                 return  # a superseded job's late message: stale, drop it
             case MsgKind.STARTED:
                 self.step_label.setText("starting…")
             case MsgKind.PROGRESS:
-                ev = msg.payload
-                self.result_view.set_rgb(ev.preview[0])
-                self.progress.setValue(ev.step)
-                loss = ", ".join(f"{k} {v:.4f}" for k, v in ev.losses.items())
-                self.step_label.setText(f"step {ev.step}/{ev.total}\n{loss}")
+                self._progress(msg.payload)
             case MsgKind.RESULT | MsgKind.CANCELLED if isinstance(msg.payload, np.ndarray):
                 self.result_view.set_rgb(msg.payload)  # an interpolation frame
+            case MsgKind.CANCELLED if not self._accept_requested:
+                self._set_running(False)
+                self.step_label.setText("stopped")
             case MsgKind.RESULT | MsgKind.CANCELLED:
-                self._add_result(msg.payload, cancelled=msg.kind is MsgKind.CANCELLED)
+                self._set_running(False)
+                cancelled = msg.kind is MsgKind.CANCELLED
+                self.add_result(entry_from_result(self._current_kind, msg.payload, cancelled=cancelled))
 
-    def _add_result(self, result, *, cancelled: bool) -> None:
-        image = result.images[0]
-        self.result_view.set_rgb(image)
-        self._results.append((image, result))
-        steps = len(result.loss_history)
-        item = QListWidgetItem(f"#{len(self._results)} {result.params.space.value} {steps} st")
-        from PySide6.QtGui import QIcon, QPixmap
+    def _model_loaded(self, info: dict) -> None:
+        self.model_info = info
+        self.canvas.reset(info["resolution"])
+        self.invert_panel.set_spaces(info["spaces"])
+        self.result_view.set_batch(info["samples"])
+        self.settings.setValue("model", info["path"])
+        self.statusBar().showMessage(f"model {info['name']} ({info['resolution']} px)", 5000)
+        self.model_ready.emit(info)
 
-        item.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(image).scaled(64, 64))))
-        item.setData(Qt.ItemDataRole.UserRole, len(self._results) - 1)
+    def _progress(self, ev) -> None:
+        self._last_progress = ev
+        self.result_view.set_batch(ev.preview, self.result_view.selected)
+        self.canvas.set_result(ev.preview[self.result_view.selected])
+        self.progress.setValue(ev.step)
+        self.loss_plot.add(ev.step, ev.losses)
+        loss = ", ".join(f"{k} {v:.4f}" for k, v in ev.losses.items())
+        self.step_label.setText(f"step {ev.step}/{ev.total}\n{loss}")
+
+    def add_result(self, entry: HistoryEntry) -> None:
+        self.history_entries.append(entry)
+        index = len(self.history_entries)
+        item = QListWidgetItem(entry.label(index))
+        item.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(entry.image).scaled(64, 64))))
+        item.setData(Qt.ItemDataRole.UserRole, index - 1)
+        item.setToolTip(_describe_params(entry))
         self.history.addItem(item)
-        self.step_label.setText(("stopped at" if cancelled else "done,") + f" {steps} steps")
+        self.history.setCurrentItem(item)
+        self.result_view.set_batch(entry.images, entry.selected)
+        self.canvas.set_result(entry.image)
+        steps = len(entry.losses)
+        self.step_label.setText(f"done, {steps} steps" if steps else "done")
+        self.result_added.emit(index - 1)
+
+    def _pick_sample(self, i: int) -> None:
+        entry = self._selected_entry()
+        if entry is not None and i < len(entry.images):
+            entry.selected = i
+            self.canvas.set_result(entry.image)
+
+    def _selected_entries(self) -> list[HistoryEntry]:
+        rows = sorted(self.history.row(it) for it in self.history.selectedItems())
+        return [self.history_entries[r] for r in rows]
+
+    def _selected_entry(self) -> HistoryEntry | None:
+        item = self.history.currentItem()
+        return None if item is None else self.history_entries[item.data(Qt.ItemDataRole.UserRole)]
 
     def _show_history_item(self, item: QListWidgetItem) -> None:
-        self.result_view.set_rgb(self._results[item.data(Qt.ItemDataRole.UserRole)][0])
+        entry = self.history_entries[item.data(Qt.ItemDataRole.UserRole)]
+        self.result_view.set_batch(entry.images, entry.selected)
+        self.canvas.set_result(entry.image)
+
+    def _history_selection_changed(self) -> None:
+        ends = [e for e in self._selected_entries() if e.ws is not None]
+        self.interp_panel.set_ends([e.label(self.history_entries.index(e) + 1) for e in ends])
+
+    def use_result_as_base(self) -> None:
+        entry = self._selected_entry()
+        if entry is not None:
+            self.canvas.set_base(entry.image)
+
+    def _show_params(self) -> None:
+        entry = self._selected_entry()
+        if entry is not None:
+            QMessageBox.information(self, "Parameters", _describe_params(entry))
 
     def closeEvent(self, e) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("live", self.live.isChecked())
         self.worker.stop()
         super().closeEvent(e)
+
+
+def _describe_params(entry: HistoryEntry) -> str:
+    lines = [f"{entry.kind}, seed {entry.seed}"] + [f"{k}: {v}" for k, v in entry.params.items()]
+    return "\n".join(lines)
+
+
+def _is_generator_file(path: Path) -> bool:
+    """Bundled folder also holds CLIP, priors and W statistics: list only generator files."""
+    import json
+
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file() or path.name.endswith(".wstats.safetensors"):
+        return False
+    try:
+        arch = json.loads(sidecar.read_text()).get("config", {}).get("arch", "")
+    except (OSError, ValueError):
+        return False
+    return arch in ("stylegan2", "dcgan")

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class MsgKind(enum.Enum):
-    MODEL_LOADED = "model_loaded"  # payload: dict(name, resolution, spaces)
+    MODEL_LOADED = "model_loaded"  # payload: dict(name, path, resolution, spaces, samples [N,H,W,3])
     STARTED = "started"  # payload: None
     PROGRESS = "progress"  # payload: core.jobs.events.Progress
     RESULT = "result"  # payload: the job's result object
@@ -39,7 +39,7 @@ class WorkerMessage:
 @dataclass(frozen=True)
 class JobRequest:
     job_id: int
-    kind: str  # "load_model" | "invert" | "interpolate_frame"
+    kind: str  # "load_model" | "invert" | "project" | "sdedit" | "interpolate_frame"
     params: Any  # a core params dataclass, a path, or (latents, space, t)
 
 
@@ -52,6 +52,7 @@ class Worker(QThread):
         self._cancel = None  # CancelToken of the running job (set in the worker thread)
         self._generator = None
         self._perceptual = None
+        self._resources: dict[str, Any] = {}  # loaded priors, CLIP, diffusion pipelines, by key
         self._preview_interval = preview_interval_s
 
     # --- called from the GUI thread ---
@@ -101,23 +102,36 @@ class Worker(QThread):
         self.message.emit(WorkerMessage(kind, job_id, payload))
 
     def _handle(self, req: JobRequest) -> None:
-        if req.kind == "load_model":
-            self._load_model(req)
-        elif req.kind == "invert":
-            self._run_invert(req)
-        elif req.kind == "interpolate_frame":
-            self._interpolate_frame(req)
-        else:
+        handlers = {
+            "load_model": self._load_model,
+            "invert": self._run_invert,
+            "project": self._run_project,
+            "sdedit": self._run_sdedit,
+            "interpolate_frame": self._interpolate_frame,
+        }
+        if req.kind not in handlers:
             raise ValueError(f"unknown job kind {req.kind!r}")
+        handlers[req.kind](req)
 
     def _load_model(self, req: JobRequest) -> None:
+        import torch
+
+        from core.jobs.events import to_uint8
         from core.models.io import load_generator
 
         path = Path(req.params)
-        self._generator = load_generator(path)
+        self._generator = G = load_generator(path)
         self._perceptual = None
-        G = self._generator
-        info = {"name": path.name, "resolution": G.resolution, "spaces": [s.value for s in G.latent_spaces]}
+        with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
+            z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
+            samples = to_uint8(G.synthesis(G.broadcast(G.mapping(z))))
+        info = {
+            "name": path.name,
+            "path": str(path),
+            "resolution": G.resolution,
+            "spaces": [s.value for s in G.latent_spaces],
+            "samples": samples,
+        }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
 
     def _perceptual_for(self, weight: float):
@@ -135,15 +149,17 @@ class Worker(QThread):
         from core.jobs.events import CancelToken
         from core.jobs.invert import invert
 
-        if self._generator is None:
-            raise RuntimeError("no model is loaded: open one with File ▸ Open model")
+        self._require_generator()
         params = req.params
         perc = self._perceptual_for(params.perceptual_weight)
         if perc is None:
             params = replace(params, perceptual_weight=0.0)
         self._cancel = token = CancelToken()
         self._emit(MsgKind.STARTED, req.job_id)
-        job = invert(params, self._generator, perceptual_loss=perc, cancel=token)
+        self._drive(req, invert(params, self._generator, perceptual_loss=perc, cancel=token))
+
+    def _drive(self, req: JobRequest, job) -> None:
+        """Run a core job generator to its end, forwarding throttled progress and the result."""
         last_emit = 0.0
         while True:
             try:
@@ -157,6 +173,28 @@ class Worker(QThread):
                 self._emit(MsgKind.PROGRESS, req.job_id, ev)
                 last_emit = now
         self._emit(MsgKind.CANCELLED if result.cancelled else MsgKind.RESULT, req.job_id, result)
+
+    def _require_generator(self) -> None:
+        if self._generator is None:
+            raise RuntimeError("no model is loaded: pick one with Model ▸ Open model…")
+
+    def _run_project(self, req: JobRequest) -> None:
+        from core.jobs.events import CancelToken
+        from core.jobs.project import project
+
+        self._require_generator()
+        self._cancel = token = CancelToken()
+        self._emit(MsgKind.STARTED, req.job_id)
+        self._drive(req, project(req.params, self._generator, cancel=token, cache=self._resources))
+
+    def _run_sdedit(self, req: JobRequest) -> None:
+        from core.sd.job import sdedit
+
+        from core.jobs.events import CancelToken
+
+        self._cancel = token = CancelToken()
+        self._emit(MsgKind.STARTED, req.job_id)
+        self._drive(req, sdedit(req.params, cancel=token, cache=self._resources))
 
     def _interpolate_frame(self, req: JobRequest) -> None:
         from core.jobs.interpolate import Interpolator

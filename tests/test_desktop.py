@@ -1,11 +1,16 @@
+import json
+
 import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
 
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+
 from core.models.io import save_generator  # noqa: E402
 from desktop.canvas import Layer, Tool  # noqa: E402
 from desktop.main_window import MainWindow  # noqa: E402
+from desktop.widgets import StallMeter  # noqa: E402
 from desktop.worker import JobRequest, MsgKind, Worker  # noqa: E402
 from tests.conftest import tiny_stylegan  # noqa: E402
 
@@ -16,16 +21,29 @@ def model_file(tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, model_file):
-    w = MainWindow(model_file)
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, model_file, settings):
+    w = MainWindow(model_file, settings=settings)
     qtbot.addWidget(w)
-    qtbot.waitUntil(lambda: w.canvas.resolution == 16, timeout=20_000)
+    w.resize(1000, 700)
+    w.show()
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=20_000)
+    w.invert_panel.perc.setValue(0.0)  # no perceptual backbone on test machines
     yield w
     w.worker.stop()
 
 
+def _wait_result(window, qtbot, n=1):
+    qtbot.waitUntil(lambda: len(window.history_entries) >= n, timeout=30_000)
+
+
 def test_stroke_undo_redo(window):
     c = window.canvas
+    assert c.resolution == 16
     c.tool = Tool.BRUSH
     c.stroke([(2, 2), (12, 12)])
     painted = c.scribble_rgba()[..., 3].sum()
@@ -39,24 +57,142 @@ def test_stroke_undo_redo(window):
     assert c.mask().max() > 0.5 and c.scribble_rgba()[..., 3].sum() == painted
 
 
+def test_mouse_strokes_paint_where_the_pointer_went(window, qtbot):
+    c = window.canvas
+    r = c.view_rect()
+    to_widget = lambda x, y: QPoint(int(r.x() + x * r.width() / 16), int(r.y() + y * r.height() / 16))  # noqa: E731
+    qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=to_widget(3, 3))
+    for x in range(3, 13):
+        qtbot.mouseMove(c, to_widget(x, x))
+    qtbot.mouseRelease(c, Qt.MouseButton.LeftButton, pos=to_widget(12, 12))
+    alpha = c.scribble_rgba()[..., 3]
+    assert alpha[8, 8] > 0 and alpha[2, 13] == 0  # on the diagonal, not off it
+    assert c.undo_stack.count() == 1
+    window.canvas.undo_stack.undo()
+    assert c.scribble_rgba()[..., 3].sum() == 0
+
+
+def test_zoom_keeps_the_point_under_the_cursor(window):
+    c = window.canvas
+    anchor = QPointF(c.width() * 0.3, c.height() * 0.4)
+    before = c.to_image(anchor)
+    c.set_zoom(3.0, anchor)
+    after = c.to_image(anchor)
+    assert abs(before.x() - after.x()) < 1e-6 and abs(before.y() - after.y()) < 1e-6
+    assert c.view_rect().width() == pytest.approx(3 * min(c.width(), c.height()))
+    c.fit()
+    assert c.zoom == 1.0
+
+
 def test_scribble_job_runs_and_shows_progress(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
-    window.steps.setValue(12)
-    window.perc.setValue(0.0)
-    progress = []
-    window.worker.message.connect(lambda m: progress.append(m.kind))
-    window.run_job()
-    qtbot.waitUntil(lambda: window.history.count() == 1, timeout=30_000)
-    assert MsgKind.PROGRESS in progress and MsgKind.RESULT in progress
-    assert window.result_view.image is not None
-    assert "done" in window.step_label.text()
+    window.invert_panel.steps.setValue(12)
+    kinds = []
+    window.worker.message.connect(lambda m: kinds.append(m.kind))
+    assert window.run_job()
+    _wait_result(window, qtbot)
+    assert MsgKind.PROGRESS in kinds and MsgKind.RESULT in kinds
+    entry = window.history_entries[0]
+    assert entry.images.shape == (1, 16, 16, 3) and entry.ws.shape[0] == 1
+    assert len(entry.losses) == 12 and window.loss_plot.points
+    assert window.result_view.image is not None and "done" in window.step_label.text()
 
 
 def test_empty_scribble_is_refused_without_running(window, monkeypatch):
     shown = []
     monkeypatch.setattr("desktop.main_window.QMessageBox.information", lambda *a: shown.append(a[1:]))
-    window.run_job()
+    assert not window.run_job()
     assert shown and window._current_job == 0
+
+
+def test_variations_grid_and_pick(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(3)
+    window.invert_panel.samples.setValue(4)
+    window.invert_panel.init.setCurrentText("random")
+    window.run_job()
+    _wait_result(window, qtbot)
+    assert len(window.result_view.images) == 4
+    window.result_view.picked.emit(2)
+    assert window.history_entries[0].selected == 2
+
+
+def test_stop_discards_accept_keeps(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(100_000)
+    window.run_job()
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    window.stop_job()
+    qtbot.waitUntil(lambda: window.step_label.text() == "stopped", timeout=20_000)
+    assert window.history_entries == []
+    window.run_job()
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    window.accept_current()
+    _wait_result(window, qtbot)
+    entry = window.history_entries[0]
+    assert entry.cancelled and 0 < len(entry.losses) < 100_000
+
+
+def test_branch_restarts_from_the_current_latent(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(100_000)
+    window.run_job()
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    first = window._current_job
+    sent = []
+    window.worker.submit = lambda req, **kw: (sent.append(req), Worker.submit(window.worker, req, **kw))
+    window.branch_from_current()
+    assert window._current_job != first
+    params = sent[-1].params
+    assert params.init == "latent" and params.init_latent.shape[0] == 1
+    window.stop_job()
+
+
+def test_live_mode_reruns_after_a_stroke_warm_started(window, qtbot):
+    window.invert_panel.steps.setValue(5)
+    window.live.setChecked(True)
+    window.canvas.stroke([(2, 2), (14, 14)])
+    _wait_result(window, qtbot, 1)
+    sent = []
+    window.worker.submit = lambda req, **kw: (sent.append(req), Worker.submit(window.worker, req, **kw))
+    window.canvas.stroke([(2, 14), (14, 2)])
+    _wait_result(window, qtbot, 2)
+    assert sent[-1].params.init == "latent"  # warm start from the previous result
+
+
+def test_interpolation_slider_between_two_results(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(4)
+    window.run_job()
+    _wait_result(window, qtbot, 1)
+    window.invert_panel.seed.setValue(5)
+    window.invert_panel.init.setCurrentText("random")
+    window.run_job()
+    _wait_result(window, qtbot, 2)
+    window.history.selectAll()
+    assert window.interp_panel.slider.isEnabled()
+    frames = []
+    window.worker.message.connect(lambda m: isinstance(m.payload, np.ndarray) and frames.append(m.payload))
+    window.interp_panel.slider.setValue(0)
+    window.interp_panel.slider.setValue(1000)
+    qtbot.waitUntil(lambda: len(frames) >= 1, timeout=20_000)
+    qtbot.wait(300)
+    last = frames[-1]
+    assert last.shape == (16, 16, 3)
+    assert np.abs(last.astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
+
+
+def test_gui_keeps_serving_while_a_job_runs(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(60)
+    meter = StallMeter(5)
+    meter.start()
+    window.run_job()
+    _wait_result(window, qtbot)
+    stats = meter.stop()
+    print("event-loop stalls while a job ran:", stats)
+    assert stats["ticks"] > 10
+    assert stats["max_ms"] < 1000  # a frozen GUI would stall for the whole job
 
 
 def test_new_request_supersedes_running_job(qtbot, model_file):
@@ -81,14 +217,20 @@ def test_new_request_supersedes_running_job(qtbot, model_file):
         worker.stop()
 
 
-def test_missing_model_shows_error(qtbot, tmp_path, monkeypatch):
+def test_missing_model_offers_to_locate(qtbot, tmp_path, monkeypatch, settings):
     shown = []
-    monkeypatch.setattr("desktop.main_window.QMessageBox.warning", lambda *a: shown.append(a[2]))
-    w = MainWindow(tmp_path / "nope.safetensors")
+    monkeypatch.setattr(MainWindow, "_model_failed", lambda self, m: shown.append(m))
+    w = MainWindow(tmp_path / "nope.safetensors", settings=settings)
     qtbot.addWidget(w)
     qtbot.waitUntil(lambda: bool(shown), timeout=20_000)
     assert "not found" in shown[0]
     w.worker.stop()
+
+
+def test_model_picker_lists_bundled_generators_only(window):
+    names = [window.model_picker.itemText(i) for i in range(window.model_picker.count())]
+    assert "stylegan2-cats64" in names and names[-1] == "Open model…"
+    assert not any("wstats" in n or "clip" in n for n in names)
 
 
 def test_layers_clear_and_fill(window):
@@ -96,3 +238,30 @@ def test_layers_clear_and_fill(window):
     assert window.canvas.mask().min() == 1.0
     window.canvas.clear_layer(Layer.MASK)
     assert window.canvas.mask().max() == 0.0
+
+
+def test_open_image_recent_and_save_result_metadata(window, qtbot, tmp_path):
+    from PIL import Image
+
+    from core.imageio import save_png
+
+    src = save_png(np.full((40, 30, 3), 200, np.uint8), tmp_path / "in.png")
+    assert window.open_image(str(src))
+    assert window.canvas.base_rgb().shape == (16, 16, 3) and window.recent_files()[0] == str(src.resolve())
+    window.canvas.undo_stack.undo()  # setting the base is undoable
+    assert window.canvas.base_rgb()[0, 0, 0] == 128
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    warned = []
+    window_box = "desktop.main_window.QMessageBox.warning"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(window_box, lambda *a: warned.append(a[2]))
+        assert not window.open_image(str(bad))
+    assert warned
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(3)
+    window.run_job()
+    _wait_result(window, qtbot)
+    out = window.save_result(str(tmp_path / "out.png"))
+    meta = json.loads(Image.open(out).text["latent-canvas"])
+    assert meta["kind"] == "invert" and meta["params"]["steps"] == 3
