@@ -97,8 +97,20 @@ class MappingNetwork(nn.Module):
         return x  # [N, w_dim]
 
 
-def modulated_conv2d(x, weight, styles, *, demodulate=True, up=1, padding=0, resample_filter=None):
-    """Fused modulated convolution as one grouped conv: every sample gets its own kernel."""
+def modulated_conv2d(
+    x, weight, styles, *, demodulate=True, up=1, padding=0, resample_filter=None, fused=True
+):
+    """Modulated convolution, x [N, I, H, W], weight [O, I, k, k], styles [N, I].
+
+    ``fused``: one grouped conv where every sample gets its own kernel (official StyleGAN2's path
+    outside training). Unfused: scale the activations by the styles, convolve with the shared
+    kernel, scale by the demodulation coefficients (official ``fused_modconv=False``). Both compute
+    the same function; unfused is much faster wherever the generator is frozen and only the latent
+    needs gradients (inversion): the kernel then needs no weight gradient, and CPU conv libraries
+    keep one kernel layout instead of re-packing N per-sample kernels every call (see bench/).
+    """
+    if not fused:
+        return _modulated_conv2d_unfused(x, weight, styles, demodulate, up, padding, resample_filter)
     n, in_ch, h, w_ = x.shape
     out_ch, _, kh, kw = weight.shape
     wgt = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
@@ -111,11 +123,28 @@ def modulated_conv2d(x, weight, styles, *, demodulate=True, up=1, padding=0, res
         # Transposed conv then the [1,3,3,1] FIR, as conv2d_resample does for up=2, k=3.
         wgt = wgt.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw)
         x = F.conv_transpose2d(x, wgt, stride=up, groups=n)
-        fw = resample_filter.shape[-1]
-        p0 = padding + (fw + up - 1) // 2 - (kw - 1)
-        p1 = padding + (fw - up) // 2 - (kw - up)
-        x = upfirdn2d(x, resample_filter, padding=(p0, p1, p0, p1), gain=up**2)
+        x = _up_fir(x, resample_filter, up, padding, kw)
     return x.reshape(n, out_ch, *x.shape[2:])
+
+
+def _up_fir(x, resample_filter, up, padding, kw):
+    fw = resample_filter.shape[-1]
+    p0 = padding + (fw + up - 1) // 2 - (kw - 1)
+    p1 = padding + (fw - up) // 2 - (kw - up)
+    return upfirdn2d(x, resample_filter, padding=(p0, p1, p0, p1), gain=up**2)
+
+
+def _modulated_conv2d_unfused(x, weight, styles, demodulate, up, padding, resample_filter):
+    x = x * styles.reshape(*styles.shape, 1, 1)  # modulate the input channels
+    if up == 1:
+        x = F.conv2d(x, weight, padding=padding)
+    else:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
+        x = _up_fir(x, resample_filter, up, padding, weight.shape[-1])
+    if demodulate:  # sum_i,k (w_oik s_i)^2 = s^2 @ (sum_k w_oik^2)^T: [N, O]
+        dcoefs = (styles.square() @ weight.square().sum([2, 3]).T + 1e-8).rsqrt()
+        x = x * dcoefs.reshape(*dcoefs.shape, 1, 1)
+    return x
 
 
 class SynthesisLayer(nn.Module):
@@ -128,13 +157,20 @@ class SynthesisLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.fused_modconv = False  # see modulated_conv2d; StyleGAN2Generator.set_fused_modconv
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("resample_filter", resample_filter.clone())  # own copy, as official
 
     def forward(self, x, w, noise_mode="const"):
         styles = self.affine(w)
         x = modulated_conv2d(
-            x, self.weight, styles, up=self.up, padding=1, resample_filter=self.resample_filter
+            x,
+            self.weight,
+            styles,
+            up=self.up,
+            padding=1,
+            resample_filter=self.resample_filter,
+            fused=self.fused_modconv,
         )
         if noise_mode == "random":
             x = x + torch.randn_like(x[:, :1]) * self.noise_strength
@@ -151,10 +187,11 @@ class ToRGBLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
+        self.fused_modconv = False
 
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv)
         return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
 
 
@@ -226,6 +263,13 @@ class StyleGAN2Generator(Generator):
         self.num_ws = self.synthesis_net.num_ws
         self.mapping_net = MappingNetwork(cfg)
         self.noise_mode = "const"
+
+    def set_fused_modconv(self, fused: bool) -> StyleGAN2Generator:
+        """Choose the modulated-conv implementation (same function; see :func:`modulated_conv2d`)."""
+        for m in self.modules():
+            if hasattr(m, "fused_modconv"):
+                m.fused_modconv = fused
+        return self
 
     def mapping(self, z):
         return self.mapping_net(z)

@@ -1,0 +1,86 @@
+"""``python -m bench``: every benchmark, side by side in one run, printed as a table (markdown).
+
+``--quick`` is the CI smoke version (tiny sizes; checks the benchmarks still run, asserts no timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench import app_speed, invert_speed, scaling
+from bench.common import machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs (CI)")
+    ap.add_argument("--model", type=Path, help="generator (default: the bundled one)")
+    ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
+    ap.add_argument("--only", nargs="*", help="sections: invert, app, start, scaling, prior, sdedit")
+    a = ap.parse_args(argv)
+    from core.models.io import load_generator, save_generator
+    from core.paths import DEFAULT_GENERATOR, bundled_model
+
+    if a.quick:
+        from core.gan.stylegan2 import StyleGAN2Generator
+
+        torch.manual_seed(0)
+        G = StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16)
+        model = save_generator(G.eval(), Path(tempfile.mkdtemp()) / "tiny.safetensors")
+    else:
+        model = a.model or bundled_model(DEFAULT_GENERATOR)
+    G = load_generator(model)
+    sections = set(a.only or ["invert", "app", "start", "scaling", "prior", "sdedit"])
+    out = [
+        f"## Benchmarks, {dt.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}",
+        f"Model: {model.name}",
+        "",
+    ]
+
+    def emit(table) -> None:
+        text = table.markdown()
+        print(text, flush=True)
+        out.append(text)
+
+    print("\n".join(out), flush=True)
+    if "invert" in sections:
+        emit(invert_speed.run(G, steps=3 if a.quick else 30, batches=(1, 2) if a.quick else (1, 8)))
+    if "app" in sections:
+        emit(app_speed.worker_jobs(model, steps=5 if a.quick else 200))
+    if "start" in sections:
+        emit(app_speed.cold_start(model))
+    if "scaling" in sections:
+        quick = dict(
+            resolutions=(16, 32), batches=(1, 2), steps=2, cfg=dict(channel_base=128, channel_max=16)
+        )
+        emit(scaling.run(**quick) if a.quick else scaling.run(cfg=_bundled_widths(G)))
+    if "prior" in sections:
+        from bench import prior_speed
+
+        emit(prior_speed.run(quick=a.quick))
+    if "sdedit" in sections:
+        from bench import sdedit_speed
+
+        emit(sdedit_speed.run(quick=a.quick))
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text("\n".join(out))
+    return 0
+
+
+def _bundled_widths(G) -> dict:
+    cfg = G.config_dict()
+    keys = ("z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers")
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""What the person waits for: first preview, a whole scribble job, a slider frame, GUI stalls,
+cold start and memory. Jobs go through the real desktop Worker thread (offscreen Qt)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Table
+
+
+def _app():
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def _wait(app, cond, timeout=600.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while not cond():
+        app.processEvents()
+        time.sleep(0.0005)
+        if time.perf_counter() > deadline:
+            raise TimeoutError("benchmark job did not finish")
+
+
+def _scribble(resolution: int) -> np.ndarray:
+    rgba = np.zeros((resolution, resolution, 4), np.uint8)
+    r = resolution
+    rgba[: r // 5, :, :3], rgba[: r // 5, :, 3] = (60, 90, 200), 255  # sky-blue band on top
+    rgba[r // 3 : 2 * r // 3, r // 3 : 2 * r // 3, :3] = (230, 140, 40)  # an orange blob
+    rgba[r // 3 : 2 * r // 3, r // 3 : 2 * r // 3, 3] = 255
+    return rgba
+
+
+def worker_jobs(model_path: Path, *, steps: int = 200, perceptual_weight: float = 0.0) -> Table:
+    from core.jobs.invert import scribble_params
+    from desktop.widgets import StallMeter
+    from desktop.worker import JobRequest, MsgKind, Worker
+
+    app = _app()
+    table = Table("Through the desktop worker (bundled model, 2 CPU threads)", ["measure", "value", "goal"])
+    worker, got = Worker(), []
+    worker.message.connect(lambda m: got.append((time.perf_counter(), m)))
+    worker.start()
+    try:
+        worker.submit(JobRequest(1, "load_model", str(model_path)), supersede=False)
+        _wait(app, lambda: any(m.kind is MsgKind.MODEL_LOADED for _, m in got))
+        G_res = next(m.payload["resolution"] for _, m in got if m.kind is MsgKind.MODEL_LOADED)
+        params = scribble_params(_scribble(G_res), steps=steps, perceptual_weight=perceptual_weight)
+        worker.submit(JobRequest(2, "invert", params))  # warm-up: mean w, allocator, perceptual net
+        _wait(app, lambda: any(m.job_id == 2 and m.kind is MsgKind.RESULT for _, m in got))
+        meter = StallMeter(5)
+        meter.start()
+        t0 = time.perf_counter()
+        worker.submit(JobRequest(3, "invert", params))
+        _wait(app, lambda: any(m.job_id == 3 and m.kind is MsgKind.RESULT for _, m in got))
+        stalls = meter.stop()
+        first = min(t for t, m in got if m.job_id == 3 and m.kind is MsgKind.PROGRESS)
+        done = max(t for t, m in got if m.job_id == 3 and m.kind is MsgKind.RESULT)
+        table.add("time to first preview (s)", first - t0, "< 0.3")
+        table.add(f"scribble-to-image, {steps} steps, end to end (s)", done - t0, "< 10")
+        table.add("GUI event-loop stall while it ran, p99 (ms)", stalls["p99_ms"], "< 16")
+        table.add("GUI event-loop stall while it ran, max (ms)", stalls["max_ms"], "< 50")
+        result = next(m.payload for _, m in got if m.job_id == 3 and m.kind is MsgKind.RESULT)
+        ends = [result.ws[0], result.ws[0][::-1].copy()]
+        lat = []
+        for i, t in enumerate(np.linspace(0, 1, 11)):
+            t0 = time.perf_counter()
+            worker.submit(JobRequest(10 + i, "interpolate_frame", (ends, "w+", float(t))))
+            _wait(app, lambda i=i: any(m.job_id == 10 + i and m.kind is MsgKind.RESULT for _, m in got))
+            lat.append(time.perf_counter() - t0)
+        table.add("slider: new position to new frame, median (ms)", float(np.median(lat[1:])) * 1e3, "< 50")
+    finally:
+        worker.stop()
+    return table
+
+
+def cold_start(model_path: Path) -> Table:
+    """Launch the app in a child process; it prints when its window is visible and the model loaded."""
+    table = Table("App start (child process, offscreen)", ["measure", "value", "goal"])
+    code = (
+        "import time,sys; t0=time.perf_counter();"
+        "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
+        "from desktop.main_window import MainWindow; w=MainWindow(sys.argv[1]);"
+        "w.show(); app.processEvents();"
+        "print('visible', time.perf_counter()-t0, flush=True);"
+        "exec('while w.model_info is None: app.processEvents(); time.sleep(0.005)');"
+        "print('loaded', time.perf_counter()-t0, flush=True); w.worker.stop()"
+    )
+    home = tempfile.mkdtemp()  # fresh settings, no autosaves to offer
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": home, "LATENT_CANVAS_AUTOSAVE_DIR": home}
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    wall = time.perf_counter() - t0
+    vals = dict(line.split() for line in out.stdout.splitlines() if line.startswith(("visible", "loaded")))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    table.add("interpreter start to visible window (s)", float(vals.get("visible", "nan")), "< 3")
+    table.add("... to bundled model loaded and sampled (s)", float(vals.get("loaded", "nan")), "")
+    table.add("process wall time incl. exit (s)", wall, "")
+    table.add("peak RSS with the bundled generator loaded (MB)", usage.ru_maxrss / 1024, "< 1536")
+    return table
