@@ -1,0 +1,17 @@
+"""The benchmark suite still runs (CI smoke: tiny sizes, no timing assertions)."""
+
+import math
+
+from bench.__main__ import main
+
+
+def test_bench_quick_runs_and_prints_tables(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    out = tmp_path / "perf.md"
+    assert main(["--quick", "--only", "invert", "app", "scaling", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "textbook ms/step" in text and "time to first preview" in text and "Scaling" in text
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| w+ |")]
+    assert len(rows) == 2  # batch 1 and 2
+    loss_diff = float(rows[0].split("|")[-2])
+    assert math.isfinite(loss_diff) and loss_diff < 1e-3  # the same optimisation, not just a faster one
