@@ -34,11 +34,13 @@ from core.errors import ModelLoadError
 if TYPE_CHECKING:
     import lpips
 
+    from core.clip import ClipModel
+
 log = logging.getLogger(__name__)
 
 Features = tuple[torch.Tensor, ...]  # a perceptual loss's cached target features, one per layer
 
-PERCEPTUAL_KINDS = ("lpips-vgg", "lpips-alex", "vgg-conv5", "none")
+PERCEPTUAL_KINDS = ("lpips-vgg", "lpips-alex", "vgg-conv5", "bundled", "none")
 
 # torchvision's own file names (they carry the sha256 prefix), so a cache torchvision filled is found.
 _BACKBONE_FILES = {"vgg16": "vgg16-397923af.pth", "alexnet": "alexnet-owt-7be5be79.pth"}
@@ -229,6 +231,45 @@ class VGGConv5Loss(PerceptualLoss):
         return masked_mean((self._features(pred) - target_feat).square(), check_mask(mask, pred))
 
 
+class ClipFeatureLoss(PerceptualLoss):
+    """LPIPS-style distance on the feature maps of a CLIP's ModifiedResNet image tower -> [N] in [0, 1].
+
+    The offline default ("bundled"): ImageNet backbones cannot be had everywhere, and LPIPS on a random
+    backbone would be meaningless, so this compares the bundled tiny CLIP's image tower, trained on
+    the procedural data (see :meth:`core.clip.ClipModel.feature_maps`: five maps from 1/2 to 1/16 of
+    the image size). As LPIPS: each map is unit-normalised along channels, the squared difference is
+    summed over channels and mask-averaged over positions. There are no human judgements to learn
+    LPIPS' per-channel weights from, so every channel weighs 1 (LPIPS' "baseline" variant) and each
+    layer 1 / (2 L): the maps are post-ReLU (non-negative), so a layer's distance lies in [0, 2] and
+    the total in [0, 1]. Images are compared at their own resolution (the convolutions take any size).
+
+    Args:
+        clip: a :class:`core.clip.ClipModel` with a ModifiedResNet image tower; used frozen.
+    """
+
+    def __init__(self, clip: ClipModel) -> None:
+        super().__init__()
+        self.clip = clip.eval().requires_grad_(False)
+
+    def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [_normalize_channels(f) for f in self.clip.feature_maps(x)]
+
+    @torch.no_grad()
+    def prepare(self, target: torch.Tensor) -> Features:
+        return tuple(self._layers(target))
+
+    def forward(
+        self, pred: torch.Tensor, target_features: Features, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        _check_features(target_features)
+        mask = check_mask(mask, pred)
+        total = pred.new_zeros(pred.shape[0])
+        for f0, f1 in zip(self._layers(pred), target_features, strict=True):
+            d = (f0 - f1).square().sum(dim=1, keepdim=True)  # [N, 1, h, w] in [0, 2]
+            total = total + masked_mean(d, mask)
+        return total / (2 * len(target_features))
+
+
 def vgg16_conv5_features() -> nn.Sequential:
     """VGG16 ``features[:30]`` (conv1_1 .. relu5_3), randomly initialised.
 
@@ -332,12 +373,14 @@ def make_perceptual_loss(
     """Build a ready, frozen perceptual loss with real ImageNet backbone weights; never downloads.
 
     Args:
-        kind: "lpips-vgg", "lpips-alex", "vgg-conv5", or "none" (returns None, so a job asking for a
+        kind: "lpips-vgg", "lpips-alex", "vgg-conv5", "bundled" (:class:`ClipFeatureLoss` on the
+            bundled tiny CLIP; needs no ImageNet file), or "none" (returns None, so a job asking for a
             perceptual weight > 0 without a loss fails loudly instead of silently adding zero).
         device: where the module lives.
         weights_path: torchvision's backbone file (``vgg16-397923af.pth`` for "lpips-vgg" and
             "vgg-conv5", ``alexnet-owt-7be5be79.pth`` for "lpips-alex"), or a folder holding it;
-            otherwise it is looked for in ``torch.hub.get_dir()/checkpoints``.
+            otherwise it is looked for in ``torch.hub.get_dir()/checkpoints``. For "bundled": another
+            tiny-CLIP ``.safetensors`` instead of the bundled one.
 
     Raises:
         ValueError: unknown ``kind``.
@@ -347,6 +390,10 @@ def make_perceptual_loss(
         raise ValueError(f"unknown perceptual loss {kind!r}; known: {', '.join(PERCEPTUAL_KINDS)}")
     if kind == "none":
         return None
+    if kind == "bundled":
+        from core.clip import load_clip  # raises ModelLoadError when the bundled files are missing
+
+        return ClipFeatureLoss(load_clip(None, device=device, weights=weights_path))
     path = find_backbone_weights(kind, weights_path)
     if path is None:
         raise _missing_weights_error(kind, weights_path)
@@ -357,7 +404,9 @@ def make_perceptual_loss(
 
 
 def available_perceptual_kinds(weights_dir: str | Path | None = None) -> list[str]:
-    """The perceptual kinds whose backbone weights are on this machine, "none" always last.
+    """The ImageNet-backbone perceptual kinds whose weights are on this machine, "none" always last.
+
+    "bundled" is not listed: it ships with the app (``make_perceptual_loss("bundled")``).
 
     Args:
         weights_dir: a folder to search for torchvision's file names besides the torch hub cache.
@@ -365,12 +414,13 @@ def available_perceptual_kinds(weights_dir: str | Path | None = None) -> list[st
     """
     if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
         raise ValueError(f"weights_dir must be a folder, got {weights_dir}")
-    found = [k for k in PERCEPTUAL_KINDS if k != "none" and find_backbone_weights(k, weights_dir)]
+    found = [k for k in _BACKBONE_OF_KIND if find_backbone_weights(k, weights_dir)]
     return [*found, "none"]
 
 
 __all__ = [
     "PERCEPTUAL_KINDS",
+    "ClipFeatureLoss",
     "Features",
     "MaskedLPIPS",
     "PerceptualLoss",

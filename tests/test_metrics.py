@@ -1,0 +1,107 @@
+"""KID / FID, the feature and sample helpers, and the distortion-ranking tools of core.metrics."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from core import metrics
+from core.clip import build_clip
+from tests.conftest import tiny_stylegan
+from tests.test_clip import TINY
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gauss(n, d=16, shift=0.0, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + shift
+
+
+def test_kid_is_about_zero_for_one_distribution_and_grows_with_shift():
+    a, b = _gauss(600, seed=0), _gauss(600, seed=1)
+    same, same_std = metrics.kid(a, b, subsets=20, subset_size=300)
+    near, _ = metrics.kid(a, _gauss(600, shift=0.3, seed=1), subsets=20, subset_size=300)
+    far, _ = metrics.kid(a, _gauss(600, shift=1.0, seed=1), subsets=20, subset_size=300)
+    assert abs(same) < 3 * same_std + 1e-3
+    assert near > 10 * abs(same) and far > 5 * near
+
+
+def test_kid_is_seeded_and_validates():
+    a, b = _gauss(100, seed=0), _gauss(100, seed=1, shift=0.5)
+    assert metrics.kid(a, b, subsets=5, seed=3) == metrics.kid(a, b, subsets=5, seed=3)
+    with pytest.raises(ValueError):
+        metrics.kid(a[:1], b)
+
+
+def test_fid_matches_closed_form_for_gaussians():
+    a = _gauss(20000, d=4, seed=0)
+    assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, mean moved by (1, 1, 0, 0): FID -> |dmu|^2 = 2.
+    b = _gauss(20000, d=4, seed=1) + torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert metrics.fid(a, b) == pytest.approx(2.0, abs=0.05)
+    # Scaled by 2: each of 4 dims adds (sqrt(4) - 1)^2 = 1.
+    assert metrics.fid(a, 2 * _gauss(20000, d=4, seed=2)) == pytest.approx(4.0, abs=0.15)
+
+
+def test_clip_features_scale_and_procedural_batches():
+    clip = build_clip(TINY, seed=0)
+    batches = list(metrics.procedural_batches(5, split="eval", batch=2, resolution=32))
+    assert [b.shape[0] for b in batches] == [2, 2, 1] and batches[0].shape[1:] == (3, 32, 32)
+    assert batches[0].min() >= -1 and batches[0].max() <= 1
+    feats = metrics.clip_features(clip, batches)
+    assert feats.shape == (5, 16)
+    assert torch.allclose(feats.norm(dim=1), torch.full((5,), math.sqrt(16)), atol=1e-4)
+
+
+def test_generator_batches_are_seeded():
+    G = tiny_stylegan()
+    a = torch.cat(list(metrics.generator_batches(G, 5, seed=1, batch=2)))
+    b = torch.cat(list(metrics.generator_batches(G, 5, seed=1, batch=3)))
+    assert a.shape == (5, 3, 16, 16) and torch.allclose(a, b, atol=1e-5)
+
+
+def test_realism_separates_real_from_shifted_images():
+    clip = build_clip(TINY, seed=0)
+    real = metrics.clip_features(clip, metrics.procedural_batches(60, split="eval", resolution=32))
+    other = metrics.clip_features(clip, metrics.procedural_batches(60, split="train", resolution=32))
+    dark = metrics.clip_features(
+        clip, (x * 0.5 - 0.5 for x in metrics.procedural_batches(60, split="train", resolution=32))
+    )
+    base, shifted = metrics.realism(real, other), metrics.realism(real, dark)
+    assert shifted["kid"] > 10 * abs(base["kid"]) and shifted["fid"] > 3 * base["fid"], (base, shifted)
+
+
+def test_attribute_prompts_marginalise_other_attributes():
+    prompts = metrics.attribute_prompts("fur", "orange")
+    assert all("orange" in p for p in prompts)
+    assert any("blue eyes" in p for p in prompts) and any("teal" in p for p in prompts)
+    assert not any("white and white" in p for p in metrics.attribute_prompts("fur", "white"))
+
+
+def test_distortion_set_and_ranking_tools():
+    ref, variants = metrics.distortion_set(3)
+    assert ref.shape == (3, 3, 64, 64)
+    assert set(variants) == {*metrics.DISTORTIONS, "same_caption_cat", "other_cat"}
+    assert all(v.shape == ref.shape and v.min() >= -1 and v.max() <= 1 for v in variants.values())
+    assert torch.equal(variants["shift_1px"][..., 1:, 1:], ref[..., :-1, :-1])
+    rank = metrics.distortion_ranking({"mse": metrics.pixel_mse}, ref, variants)
+    assert set(rank["pairs"]) == {f"{a} < {b}" for a, b in metrics.EXPECTED_ORDER}
+    assert rank["pairs"]["blur_small < blur_strong"]["mse"] == 1.0
+    assert 0 <= rank["overall"]["mse"] <= 1 and rank["n"] == 3
+
+
+def test_write_quality_keeps_the_rest_of_the_card(tmp_path):
+    card = tmp_path / "m.json"
+    card.write_text(json.dumps({"file": "m.safetensors", "quality": {"old": 1}}))
+    metrics.write_quality(card, "realism", {"kid": 0.1})
+    doc = json.loads(card.read_text())
+    assert doc == {"file": "m.safetensors", "quality": {"old": 1, "realism": {"kid": 0.1}}}
+    with pytest.raises(FileNotFoundError):
+        metrics.write_quality(tmp_path / "missing.json", "x", {})
