@@ -69,7 +69,10 @@ def load_generator_safetensors(path: str | Path, *, device: str | torch.device =
         raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
     if meta.get("format") != FORMAT:
         raise ModelLoadError(f"{path.name} is not a Latent Canvas generator (format {meta.get('format')!r})")
-    G = generator_from_config(json.loads(meta["config"]))
+    try:
+        G = generator_from_config(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:  # crafted or damaged
+        raise ModelLoadError(f"{path.name}: its generator config is missing or damaged: {e}") from e
     mean_w = tensors.pop(MEAN_W_KEY, None)
     try:
         G.load_state_dict(tensors)

@@ -1,0 +1,51 @@
+"""Opening torch checkpoints (``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin``) without running their code.
+
+``torch.load`` unpickles: a checkpoint from the internet can carry an object whose ``__reduce__`` runs
+any command. With ``weights_only=True`` (torch >= 2.6, checked at start-up by :mod:`core.compat`) the
+unpickler rebuilds only tensors, numbers, strings and plain containers and refuses everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from core.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def load_torch_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Any:
+    """What a torch checkpoint holds, loaded with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors go (``torch.load``'s argument); CPU by default.
+
+    Raises:
+        ModelLoadError: naming the file: missing, truncated or corrupt, or refused because it holds
+            Python objects other than tensors and plain containers (unpickling those can run code).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        log.warning("refused %s: %s", path, _first_line(e))
+        raise ModelLoadError(
+            f"refused to load {path.name}: it holds pickled Python objects other than weights, which "
+            f"could run code when opened ({_first_line(e)}). Use a .safetensors release of this model."
+        ) from e
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: {_first_line(e)}") from e
