@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.compat import check_torch_version
 from core.errors import LatentCanvasError
 from core.gan.base import LatentSpace
 from core.paths import DEFAULT_GENERATOR, bundled_model
@@ -182,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     itp.add_argument("--model", help="generator file (default: the one the first latent names)")
     itp.add_argument("--out", required=True)
     itp.set_defaults(func=cmd_interpolate)
+
+    from core.prior.cli import add_parser as add_project_parser  # torch-free until the command runs
+
+    add_project_parser(sub)
+
+    from core.sd.cli import register as add_sd_parsers  # torch-free until the command runs
+
+    add_sd_parsers(sub)
     return ap
 
 
@@ -194,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interpolate needs at least two latent files", file=sys.stderr)
         return 2
     try:
+        check_torch_version()  # torch < 2.6 cannot load model files safely
         return a.func(a)
     except LatentCanvasError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from core.compat import torch_version_problem
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="latent-canvas")
@@ -21,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if problem := torch_version_problem():  # torch < 2.6 cannot load model files safely; no window yet
+        sys.exit(f"latent-canvas: {problem}")
 
     import qasync
     from PySide6.QtWidgets import QApplication

@@ -166,6 +166,14 @@ class Canvas(QWidget):
     def base_rgb(self) -> np.ndarray:
         return rgba_from_qimage(self.base)[..., :3]
 
+    def composite_rgb(self) -> np.ndarray:
+        """[R, R, 3] uint8: the scribble painted over the base (SDEdit's guide: a stroke painting)."""
+        img = self.base.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+        p = QPainter(img)
+        p.drawImage(0, 0, self.layers[Layer.SCRIBBLE])
+        p.end()
+        return rgba_from_qimage(img)[..., :3]
+
     # --- view transform ---
     def view_rect(self) -> QRectF:
         side = min(self.width(), self.height()) * self.zoom

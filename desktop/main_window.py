@@ -34,15 +34,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.canvas import Canvas, ImageView, Layer, Tool, qimage_from_rgb
+from desktop.canvas import MASK_COLOUR, Canvas, ImageView, Layer, Tool, qimage_from_rgb
 from desktop.history import HistoryEntry, entry_from_result
-from desktop.panels import InterpolatePanel, InvertPanel
+from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel
 from desktop.widgets import ColourButton, LossPlot
 from desktop.worker import JobRequest, MsgKind, Worker, WorkerMessage
 
 log = logging.getLogger(__name__)
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+PROJECT_FILTER = "Latent Canvas projects (*.lcproj)"
+AUTOSAVE_SECONDS = 120
 MAX_RECENT = 8
 LIVE_DEBOUNCE_MS = 350
 
@@ -73,8 +75,14 @@ class MainWindow(QMainWindow):
         self._live_timer = QTimer(self, singleShot=True, interval=LIVE_DEBOUNCE_MS)
         self._live_timer.timeout.connect(lambda: self.run_job(live=True))
         self.canvas.stroke_finished.connect(self._maybe_live)
+        self.project_path: Path | None = None
+        self._pending_project = None  # layers to apply once the project's model has loaded
+        self._dirty = False  # changed since the last autosave
+        self._unsaved = False  # changed since the last project save
+        self.canvas.undo_stack.indexChanged.connect(self._mark_dirty)
         self._build_ui()
         self._build_menus()
+        self._start_autosave()
         self.worker.start()
         self.load_model(self.model_path)
 
@@ -160,7 +168,11 @@ class MainWindow(QMainWindow):
         self.invert_panel = InvertPanel(self.settings)
         self.interp_panel = InterpolatePanel()
         self.interp_panel.position.connect(self._interpolate)
+        self.prior_panel = PriorPanel(self.settings)
+        self.sd_panel = SDPanel(self.settings)
         self.tabs.addTab(self.invert_panel, "Invert")
+        self.tabs.addTab(self.prior_panel, "Prior")
+        self.tabs.addTab(self.sd_panel, "SD")
         self.tabs.addTab(self.interp_panel, "Interpolate")
         self.run_button = QPushButton("Run", shortcut="Ctrl+Return")
         self.run_button.clicked.connect(lambda: self.run_job())
@@ -193,6 +205,10 @@ class MainWindow(QMainWindow):
         self.recent_menu = file.addMenu("Open recent")
         self._refresh_recent()
         self._add(file, "Save result as PNG…", self.save_result, "Ctrl+Shift+E")
+        file.addSeparator()
+        self._add(file, "Open project…", self.open_project, "Ctrl+Shift+O")
+        self._add(file, "Save project", self.save_project, QKeySequence.StandardKey.Save)
+        self._add(file, "Save project as…", lambda: self.save_project(ask=True), "Ctrl+Shift+S")
         file.addSeparator()
         self._add(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
         edit = mb.addMenu("&Edit")
@@ -304,7 +320,8 @@ class MainWindow(QMainWindow):
     def dropEvent(self, e) -> None:
         for url in e.mimeData().urls():
             if url.isLocalFile():
-                self.open_image(url.toLocalFile())
+                path = url.toLocalFile()
+                self.open_project(path) if path.endswith(".lcproj") else self.open_image(path)
                 break
 
     # --- models ---
@@ -379,7 +396,7 @@ class MainWindow(QMainWindow):
             if not live:
                 QMessageBox.information(self, "Nothing painted", reason)
             return False
-        if live and warm_latent is None:
+        if live and warm_latent is None and panel.kind == "invert":
             warm_latent = self._warm_latent(panel)
         try:
             params = (
@@ -390,7 +407,11 @@ class MainWindow(QMainWindow):
         except JobError as e:
             QMessageBox.warning(self, "Cannot run", str(e))
             return False
-        self.settings.setValue(f"{panel.kind}/steps", getattr(params, "steps", 0))
+        job_params = params[1] if isinstance(params, tuple) else params
+        self.settings.setValue(f"{panel.kind}/steps", getattr(job_params, "steps", 0))
+        for key in ("prompt",):
+            if hasattr(job_params, key):
+                self.settings.setValue(f"{panel.kind}/{key}", getattr(job_params, key))
         self.submit_job(panel.kind, params)
         return True
 
@@ -399,7 +420,7 @@ class MainWindow(QMainWindow):
         self._current_kind = kind
         self._last_progress = None
         self._accept_requested = False
-        total = int(getattr(params, "steps", 0) or 0)
+        total = int(getattr(params[1] if isinstance(params, tuple) else params, "steps", 0) or 0)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.loss_plot.reset(total)
@@ -478,6 +499,9 @@ class MainWindow(QMainWindow):
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info
         self.canvas.reset(info["resolution"])
+        if self._pending_project is not None:
+            self._apply_project(self._pending_project)
+            self._pending_project = None
         self.invert_panel.set_spaces(info["spaces"])
         self.result_view.set_batch(info["samples"])
         self.settings.setValue("model", info["path"])
@@ -486,6 +510,9 @@ class MainWindow(QMainWindow):
 
     def _progress(self, ev) -> None:
         self._last_progress = ev
+        if self.progress.maximum() != ev.total:  # e.g. SDEdit runs int(S x strength) of S steps
+            self.progress.setRange(0, ev.total)
+            self.loss_plot.total = ev.total
         self.result_view.set_batch(ev.preview, self.result_view.selected)
         self.canvas.set_result(ev.preview[self.result_view.selected])
         self.progress.setValue(ev.step)
@@ -506,6 +533,8 @@ class MainWindow(QMainWindow):
         self.canvas.set_result(entry.image)
         steps = len(entry.losses)
         self.step_label.setText(f"done, {steps} steps" if steps else "done")
+        self._mark_dirty()
+        self.autosave()
         self.result_added.emit(index - 1)
 
     def _pick_sample(self, i: int) -> None:
@@ -541,11 +570,180 @@ class MainWindow(QMainWindow):
         if entry is not None:
             QMessageBox.information(self, "Parameters", _describe_params(entry))
 
+    # --- projects, autosave and recovery ---
+    def _mark_dirty(self, *_args) -> None:
+        self._dirty = self._unsaved = True
+
+    def _has_work(self) -> bool:
+        return bool(self.history_entries) or self.canvas.undo_stack.count() > 0
+
+    def to_project(self):
+        from core.project import HistoryEntry as SavedEntry
+        from core.project import Project
+
+        history = []
+        for e in self.history_entries:
+            keep = slice(e.selected, e.selected + 1)  # the picked sample: image, latent and ws agree
+            params = {**e.params, "cancelled": e.cancelled, "samples": len(e.images), "space": e.space}
+            history.append(
+                SavedEntry(
+                    kind=e.kind, params=params, seed=e.seed, image=e.image,
+                    latent=None if e.latent is None else np.asarray(e.latent[keep], np.float32),
+                    ws=None if e.ws is None else np.asarray(e.ws[keep], np.float32),
+                )
+            )  # fmt: skip
+        meta = {"brush_size": self.canvas.brush_size, "tab": self.tabs.currentIndex()}
+        return Project(
+            base=self.canvas.base_rgb(),
+            scribble=self.canvas.scribble_rgba(),
+            mask=self.canvas.mask(),
+            model=str(self.model_path),
+            history=history,
+            meta=meta,
+        )
+
+    def save_project(self, *, ask: bool = False, path: str | None = None) -> Path | None:
+        from core.project import save_project
+
+        if path is None and (ask or self.project_path is None):
+            path, _ = QFileDialog.getSaveFileName(self, "Save project", self._last_dir(), PROJECT_FILTER)
+            if not path:
+                return None
+        target = Path(path) if path else self.project_path
+        if target.suffix != ".lcproj":
+            target = target.with_suffix(".lcproj")
+        try:
+            saved = save_project(self.to_project(), target)
+        except (OSError, ValueError) as e:
+            QMessageBox.warning(self, "Cannot save project", f"{target.name}: {e}")
+            return None
+        self.project_path, self._unsaved = saved, False
+        self.setWindowTitle(f"Latent Canvas — {saved.name}")
+        self.statusBar().showMessage(f"saved {saved}", 4000)
+        return saved
+
+    def open_project(self, path: str | None = None) -> bool:
+        from core.project import ProjectLoadError, load_project
+
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open project", self._last_dir(), PROJECT_FILTER)
+        if not path:
+            return False
+        try:
+            project = load_project(path)
+        except ProjectLoadError as e:
+            QMessageBox.warning(self, "Cannot open project", str(e))
+            return False
+        self.project_path = Path(path)
+        self.setWindowTitle(f"Latent Canvas — {self.project_path.name}")
+        self._load_project(project)
+        return True
+
+    def _load_project(self, project) -> None:
+        model = Path(project.model) if project.model else None
+        if model is not None and model != self.model_path and model.is_file():
+            self._pending_project = project  # applied when the model has loaded (it resets the canvas)
+            self.load_model(model)
+        else:
+            if model is not None and not model.is_file():
+                self.statusBar().showMessage(f"the project's model {model} is missing; using the current one")
+            self._apply_project(project)
+
+    def _apply_project(self, project) -> None:
+        self.canvas.set_base(project.base, undoable=False)
+        self.canvas.set_layer_rgba(Layer.SCRIBBLE, project.scribble)
+        self.canvas.set_layer_rgba(Layer.MASK, _mask_rgba(project.mask))
+        self.canvas.undo_stack.clear()
+        self.history.clear()
+        self.history_entries = []
+        for saved in project.history:
+            params = dict(saved.params)
+            entry = HistoryEntry(
+                kind=saved.kind,
+                images=saved.image[None],
+                params=params,
+                seed=saved.seed,
+                ws=saved.ws,
+                latent=saved.latent,
+                space=params.pop("space", None),
+                cancelled=bool(params.pop("cancelled", False)),
+            )
+            params.pop("samples", None)
+            self.add_result(entry)
+        self._dirty = self._unsaved = False
+
+    def _start_autosave(self) -> None:
+        from core.project import AutosaveSession, find_recoverable
+
+        self.autosave_session = AutosaveSession.new()
+        self._autosave_timer = QTimer(self)
+        seconds = int(self.settings.value("autosave/seconds", AUTOSAVE_SECONDS))
+        self._autosave_timer.setInterval(max(seconds, 1) * 1000)
+        self._autosave_timer.timeout.connect(self.autosave)
+        self._autosave_timer.start()
+        recoverable = find_recoverable()
+        if recoverable:
+            QTimer.singleShot(0, lambda: self._offer_recovery(recoverable[0]))
+
+    def _offer_recovery(self, rec) -> None:
+        from datetime import datetime
+
+        from core.project import ProjectLoadError, load_project
+
+        when = datetime.fromtimestamp(rec.saved_at).strftime("%Y-%m-%d %H:%M")
+        answer = QMessageBox.question(
+            self,
+            "Recover session?",
+            f"Latent Canvas did not close cleanly. Recover the session autosaved at {when}?",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            try:
+                self._load_project(load_project(rec.path))
+            except ProjectLoadError as e:
+                QMessageBox.warning(self, "Cannot recover", str(e))
+                return
+            self._dirty = True  # recovered work lives only in memory until the next autosave
+            self.autosave()
+        rec.path.unlink(missing_ok=True)
+
+    def autosave(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self.autosave_session.write(self.to_project())
+        except (OSError, ValueError) as e:
+            log.warning("autosave failed: %s", e)
+            return
+        self._dirty = False
+
     def closeEvent(self, e) -> None:
+        if self._unsaved and self._has_work() and self.settings.value("confirm_close", True, type=bool):
+            answer = QMessageBox.question(
+                self,
+                "Save the session?",
+                "Save your drawing and results as a project before closing?",
+                QMessageBox.StandardButton.Save
+                | QMessageBox.StandardButton.Discard
+                | QMessageBox.StandardButton.Cancel,
+            )
+            if answer == QMessageBox.StandardButton.Cancel or (
+                answer == QMessageBox.StandardButton.Save and self.save_project() is None
+            ):
+                e.ignore()
+                return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("live", self.live.isChecked())
         self.worker.stop()
+        self._autosave_timer.stop()
+        self.autosave_session.discard()  # a clean exit leaves nothing to recover
         super().closeEvent(e)
+
+
+def _mask_rgba(mask: np.ndarray) -> np.ndarray:
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[..., :3] = (MASK_COLOUR.red(), MASK_COLOUR.green(), MASK_COLOUR.blue())
+    rgba[..., 3] = np.round(np.clip(mask, 0, 1) * 255).astype(np.uint8)
+    return rgba
 
 
 def _describe_params(entry: HistoryEntry) -> str:

@@ -132,3 +132,141 @@ class InterpolatePanel(QWidget):
             if len(labels) >= 2
             else "Select two or more results in the history strip (Ctrl+click)."
         )
+
+
+PRIOR_TASKS = (
+    ("CLIP text", "clip"),
+    ("Scribble (painted pixels)", "scribble"),
+    ("Inpaint (mask = hole)", "inpaint"),
+    ("Similarity (whole base)", "similarity"),
+)
+PRIORS = ("diffusion", "task-guided", "cluster", "mean", "none")
+
+
+class PriorPanel(QWidget):
+    """Prior projection (seed paper): task steps alternating with K diffusion denoising steps."""
+
+    kind = "project"
+
+    def __init__(self, settings, parent=None):
+        super().__init__(parent)
+        from PySide6.QtWidgets import QLineEdit
+
+        self.task = QComboBox()
+        for label, value in PRIOR_TASKS:
+            self.task.addItem(label, value)
+        self.prompt = QLineEdit(settings.value("project/prompt", "an orange tabby cat with green eyes"))
+        self.prior = QComboBox()
+        self.prior.addItems(PRIORS)
+        self.space = QComboBox()
+        self.space.addItems(["w", "w+"])
+        self.steps = QSpinBox(minimum=1, maximum=2000, value=int(settings.value("project/steps", 50)))
+        self.k = QSpinBox(minimum=1, maximum=100, value=10, toolTip="denoising steps per task step")
+        self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
+        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=1000.0, value=1.0, toolTip="task-guided only")
+        self.samples = QSpinBox(minimum=1, maximum=16, value=4)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        lay = QVBoxLayout(self)
+        lay.addLayout(
+            _form(
+                [
+                    ("Task", self.task),
+                    ("Prompt", self.prompt),
+                    ("Prior", self.prior),
+                    ("Latent space", self.space),
+                    ("Steps", self.steps),
+                    ("Denoise K", self.k),
+                    ("Learning rate", self.lr),
+                    ("Guidance", self.guidance),
+                    ("Samples", self.samples),
+                    ("Seed", self.seed),
+                ]
+            )
+        )
+        lay.addStretch(1)
+
+    def needs_paint(self, canvas: Canvas) -> str | None:
+        task = self.task.currentData()
+        if task == "clip" and not self.prompt.text().strip():
+            return "Type a prompt for the CLIP task."
+        if task == "scribble" and canvas.scribble_rgba()[..., 3].max() == 0:
+            return "Paint a colour scribble first."
+        if task == "inpaint" and canvas.mask().max() == 0:
+            return "Paint the hole with the mask brush first."
+        return None
+
+    def params(self, canvas: Canvas):
+        from core.prior.params import ProjectParams
+
+        task = self.task.currentData()
+        target = mask = None
+        if task == "scribble":
+            rgba = canvas.scribble_rgba()
+            target, mask = np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
+        elif task in ("inpaint", "similarity"):
+            target = canvas.base_rgb()
+            mask = 1.0 - canvas.mask() if task == "inpaint" else None
+        return ProjectParams(
+            task=task, prompt=self.prompt.text(), target=target, mask=mask, prior=self.prior.currentText(),
+            space=self.space.currentText(), steps=self.steps.value(), lr=self.lr.value(),
+            denoise_steps=self.k.value(), guidance_scale=self.guidance.value(),
+            num_samples=self.samples.value(), seed=self.seed.value(), preview_every=1,
+        )  # fmt: skip
+
+
+class SDPanel(QWidget):
+    """SDEdit: the canvas (base with the scribble over it) noised to N, denoised with the prompt."""
+
+    kind = "sdedit"
+
+    def __init__(self, settings, parent=None):
+        super().__init__(parent)
+        from PySide6.QtWidgets import QCheckBox, QLineEdit
+
+        self.model = QLineEdit(settings.value("sdedit/model", ""), placeholderText="bundled tiny model")
+        self.model.setToolTip("a diffusers folder or .safetensors file; empty = the bundled model")
+        self.prompt = QLineEdit(settings.value("sdedit/prompt", "a grey cat with blue eyes"))
+        self.negative = QLineEdit("")
+        self.strength = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.6)
+        self.guidance = QDoubleSpinBox(minimum=1.0, maximum=50.0, singleStep=0.5, value=5.0)
+        self.sampler = QComboBox()
+        self.sampler.addItems(["ddim", "ddpm"])
+        self.steps = QSpinBox(minimum=1, maximum=1000, value=int(settings.value("sdedit/steps", 25)))
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.samples = QSpinBox(minimum=1, maximum=8, value=1)
+        self.local = QCheckBox("Only inside the mask")
+        lay = QVBoxLayout(self)
+        lay.addLayout(
+            _form(
+                [
+                    ("Model", self.model),
+                    ("Prompt", self.prompt),
+                    ("Negative", self.negative),
+                    ("Strength (N/T)", self.strength),
+                    ("Guidance", self.guidance),
+                    ("Sampler", self.sampler),
+                    ("Steps S", self.steps),
+                    ("Samples", self.samples),
+                    ("Seed", self.seed),
+                ]
+            )
+        )
+        lay.addWidget(self.local)
+        lay.addStretch(1)
+
+    def needs_paint(self, canvas: Canvas) -> str | None:
+        if self.local.isChecked() and canvas.mask().max() == 0:
+            return "Paint the region to regenerate with the mask brush, or untick 'Only inside the mask'."
+        return None
+
+    def params(self, canvas: Canvas):
+        from core.sd.params import SDEditParams
+
+        mask = canvas.mask() if self.local.isChecked() else None
+        params = SDEditParams(
+            guide=canvas.composite_rgb(), prompt=self.prompt.text(), negative_prompt=self.negative.text(),
+            mask=mask, strength=self.strength.value(), guidance_scale=self.guidance.value(),
+            sampler=self.sampler.currentText(), steps=self.steps.value(), seed=self.seed.value(),
+            num_samples=self.samples.value(),
+        )  # fmt: skip
+        return (self.model.text().strip() or None, params)

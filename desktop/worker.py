@@ -51,6 +51,7 @@ class Worker(QThread):
         self._queue: queue.Queue[JobRequest | None] = queue.Queue()
         self._cancel = None  # CancelToken of the running job (set in the worker thread)
         self._generator = None
+        self._model_path: Path | None = None
         self._perceptual = None
         self._resources: dict[str, Any] = {}  # loaded priors, CLIP, diffusion pipelines, by key
         self._preview_interval = preview_interval_s
@@ -121,6 +122,7 @@ class Worker(QThread):
 
         path = Path(req.params)
         self._generator = G = load_generator(path)
+        self._model_path = path
         self._perceptual = None
         with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
             z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
@@ -178,23 +180,60 @@ class Worker(QThread):
         if self._generator is None:
             raise RuntimeError("no model is loaded: pick one with Model ▸ Open model…")
 
+    def _resource(self, key, load):
+        """Load once per worker (CLIP, the diffusion prior, SD pipelines), keyed by what was loaded."""
+        if key not in self._resources:
+            self._resources[key] = load()
+        return self._resources[key]
+
     def _run_project(self, req: JobRequest) -> None:
         from core.jobs.events import CancelToken
         from core.jobs.project import project
 
         self._require_generator()
+        p = req.params
+        clip = perc = model = wstats = None
+        if p.task == "clip":
+            from core.clip import load_clip
+
+            clip = self._resource("clip", lambda: load_clip(device="cpu"))
+        elif p.perceptual_weight > 0:
+            perc = self._perceptual_for(p.perceptual_weight)
+        if p.prior in ("diffusion", "task-guided"):
+            from core.paths import bundled_model
+            from core.prior.cli import BUNDLED_PRIOR
+            from core.prior.model import load_wdiffusion
+
+            model = self._resource("prior", lambda: load_wdiffusion(bundled_model(BUNDLED_PRIOR)))
+        elif p.prior in ("mean", "cluster"):
+            from core.prior.priors import load_wstats, wstats_path_for
+
+            stats = wstats_path_for(self._model_path)
+            if stats.is_file():
+                wstats = self._resource(("wstats", str(stats)), lambda: load_wstats(stats))
         self._cancel = token = CancelToken()
         self._emit(MsgKind.STARTED, req.job_id)
-        self._drive(req, project(req.params, self._generator, cancel=token, cache=self._resources))
+        job = project(
+            p,
+            self._generator,
+            clip=clip,
+            perceptual_loss=perc,
+            prior_model=model,
+            wstats=wstats,
+            cancel=token,
+        )
+        self._drive(req, job)
 
     def _run_sdedit(self, req: JobRequest) -> None:
-        from core.sd.job import sdedit
-
         from core.jobs.events import CancelToken
+        from core.sd.model import load_sd_model
+        from core.sd.sdedit import sdedit
 
+        source, params = req.params  # (model folder/file or None for the bundled one, SDEditParams)
+        model = self._resource(("sd", source), lambda: load_sd_model(source, device="auto"))
         self._cancel = token = CancelToken()
         self._emit(MsgKind.STARTED, req.job_id)
-        self._drive(req, sdedit(req.params, cancel=token, cache=self._resources))
+        self._drive(req, sdedit(params, model, cancel=token))
 
     def _interpolate_frame(self, req: JobRequest) -> None:
         from core.jobs.interpolate import Interpolator
@@ -209,7 +248,8 @@ def _describe(e: Exception) -> str:
 
     if isinstance(e, LatentCanvasError):
         return str(e)
-    if type(e).__name__ == "OutOfMemoryError":
+    # torch.OutOfMemoryError, or a RuntimeError saying so (MPS, older CUDA paths, some extensions).
+    if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
         return "the device ran out of memory: try fewer samples or a smaller model"
     return f"{type(e).__name__}: {e}"
 

@@ -21,8 +21,11 @@ def model_file(tmp_path):
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_CANVAS_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    s = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    s.setValue("confirm_close", False)
+    return s
 
 
 @pytest.fixture
@@ -31,14 +34,14 @@ def window(qtbot, model_file, settings):
     qtbot.addWidget(w)
     w.resize(1000, 700)
     w.show()
-    qtbot.waitUntil(lambda: w.model_info is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
     w.invert_panel.perc.setValue(0.0)  # no perceptual backbone on test machines
     yield w
     w.worker.stop()
 
 
 def _wait_result(window, qtbot, n=1):
-    qtbot.waitUntil(lambda: len(window.history_entries) >= n, timeout=30_000)
+    qtbot.waitUntil(lambda: len(window.history_entries) >= n, timeout=120_000)
 
 
 def test_stroke_undo_redo(window):
@@ -121,12 +124,12 @@ def test_stop_discards_accept_keeps(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(100_000)
     window.run_job()
-    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=60_000)
     window.stop_job()
-    qtbot.waitUntil(lambda: window.step_label.text() == "stopped", timeout=20_000)
+    qtbot.waitUntil(lambda: window.step_label.text() == "stopped", timeout=60_000)
     assert window.history_entries == []
     window.run_job()
-    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=60_000)
     window.accept_current()
     _wait_result(window, qtbot)
     entry = window.history_entries[0]
@@ -137,7 +140,7 @@ def test_branch_restarts_from_the_current_latent(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(100_000)
     window.run_job()
-    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: window._last_progress is not None, timeout=60_000)
     first = window._current_job
     sent = []
     window.worker.submit = lambda req, **kw: (sent.append(req), Worker.submit(window.worker, req, **kw))
@@ -175,7 +178,7 @@ def test_interpolation_slider_between_two_results(window, qtbot):
     window.worker.message.connect(lambda m: isinstance(m.payload, np.ndarray) and frames.append(m.payload))
     window.interp_panel.slider.setValue(0)
     window.interp_panel.slider.setValue(1000)
-    qtbot.waitUntil(lambda: len(frames) >= 1, timeout=20_000)
+    qtbot.waitUntil(lambda: len(frames) >= 1, timeout=60_000)
     qtbot.wait(300)
     last = frames[-1]
     assert last.shape == (16, 16, 3)
@@ -184,7 +187,7 @@ def test_interpolation_slider_between_two_results(window, qtbot):
 
 def test_gui_keeps_serving_while_a_job_runs(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
-    window.invert_panel.steps.setValue(60)
+    window.invert_panel.steps.setValue(20)
     meter = StallMeter(5)
     meter.start()
     window.run_job()
@@ -192,7 +195,9 @@ def test_gui_keeps_serving_while_a_job_runs(window, qtbot):
     stats = meter.stop()
     print("event-loop stalls while a job ran:", stats)
     assert stats["ticks"] > 10
-    assert stats["max_ms"] < 1000  # a frozen GUI would stall for the whole job
+    # A GUI thread running the job would stall for whole steps, every step. Bounds are loose because CI
+    # machines are shared; bench/ measures the real figures (p99 < 16 ms goal) on a quiet machine.
+    assert stats["p99_ms"] < 250
 
 
 def test_new_request_supersedes_running_job(qtbot, model_file):
@@ -208,9 +213,9 @@ def test_new_request_supersedes_running_job(qtbot, model_file):
         worker.submit(
             JobRequest(2, "invert", InvertParams(target=target, steps=100_000, perceptual_weight=0))
         )
-        qtbot.waitUntil(lambda: any(m.kind is MsgKind.PROGRESS for m in got), timeout=20_000)
+        qtbot.waitUntil(lambda: any(m.kind is MsgKind.PROGRESS for m in got), timeout=60_000)
         worker.submit(JobRequest(3, "invert", InvertParams(target=target, steps=3, perceptual_weight=0)))
-        qtbot.waitUntil(lambda: any(m.job_id == 3 and m.kind is MsgKind.RESULT for m in got), timeout=20_000)
+        qtbot.waitUntil(lambda: any(m.job_id == 3 and m.kind is MsgKind.RESULT for m in got), timeout=60_000)
         cancelled = [m for m in got if m.job_id == 2 and m.kind is MsgKind.CANCELLED]
         assert cancelled and len(cancelled[0].payload.loss_history) < 100_000
     finally:
@@ -222,7 +227,7 @@ def test_missing_model_offers_to_locate(qtbot, tmp_path, monkeypatch, settings):
     monkeypatch.setattr(MainWindow, "_model_failed", lambda self, m: shown.append(m))
     w = MainWindow(tmp_path / "nope.safetensors", settings=settings)
     qtbot.addWidget(w)
-    qtbot.waitUntil(lambda: bool(shown), timeout=20_000)
+    qtbot.waitUntil(lambda: bool(shown), timeout=60_000)
     assert "not found" in shown[0]
     w.worker.stop()
 
@@ -265,3 +270,102 @@ def test_open_image_recent_and_save_result_metadata(window, qtbot, tmp_path):
     out = window.save_result(str(tmp_path / "out.png"))
     meta = json.loads(Image.open(out).text["latent-canvas"])
     assert meta["kind"] == "invert" and meta["params"]["steps"] == 3
+
+
+def test_project_save_and_reopen_round_trip(window, qtbot, tmp_path):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.canvas.tool = Tool.MASK
+    window.canvas.stroke([(0, 8), (16, 8)])
+    window.invert_panel.steps.setValue(3)
+    window.invert_panel.mode.setCurrentIndex(0)
+    window.run_job()
+    _wait_result(window, qtbot)
+    saved = window.save_project(path=str(tmp_path / "session"))
+    assert saved.name == "session.lcproj"
+    scribble, mask = window.canvas.scribble_rgba(), window.canvas.mask()
+    ws = window.history_entries[0].ws
+    window.canvas.clear_layer(Layer.SCRIBBLE)
+    window.history_entries.clear()
+    assert window.open_project(str(saved))
+    assert np.array_equal(window.canvas.scribble_rgba()[..., 3], scribble[..., 3])
+    assert np.abs(window.canvas.mask() - mask).max() < 1 / 255 + 1e-6
+    assert len(window.history_entries) == 1 and np.allclose(window.history_entries[0].ws, ws)
+    assert window.history_entries[0].params["steps"] == 3
+
+
+def test_damaged_project_gives_a_message(window, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.lcproj"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    warned = []
+    monkeypatch.setattr("desktop.main_window.QMessageBox.warning", lambda *a: warned.append(a[2]))
+    assert not window.open_project(str(bad)) and "bad.lcproj" in warned[0]
+
+
+def test_killed_app_is_offered_recovery(qtbot, tmp_path, model_file, settings, monkeypatch):
+    """Run the real app in a child process, let it autosave, SIGKILL it, then start a window."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.imageio import save_png
+
+    autosave = tmp_path / "autosave"
+    image = save_png(np.full((16, 16, 3), (200, 30, 60), np.uint8), tmp_path / "red.png")
+    conf = tmp_path / "home" / ".config" / "LatentCanvas" / "LatentCanvas.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[autosave]\nseconds=1\n")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "LATENT_CANVAS_AUTOSAVE_DIR": str(autosave)}
+    cmd = [sys.executable, "-m", "desktop.app", "--model", str(model_file), "--image", str(image)]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while not list(autosave.glob("session-*.lcproj")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert list(autosave.glob("session-*.lcproj")), "the app never autosaved"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    asked = []
+    monkeypatch.setattr(
+        "desktop.main_window.QMessageBox.question",
+        lambda *a, **k: (
+            asked.append(a[2]) or __import__("PySide6.QtWidgets").QtWidgets.QMessageBox.StandardButton.Yes
+        ),
+    )
+    w = MainWindow(model_file, settings=settings)
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: bool(asked), timeout=60_000)
+    qtbot.waitUntil(lambda: tuple(w.canvas.base_rgb()[8, 8]) == (200, 30, 60), timeout=60_000)
+    w.worker.stop()
+
+
+def test_prior_panel_runs_a_scribble_projection(window, qtbot):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    p = window.prior_panel
+    window.tabs.setCurrentWidget(p)
+    p.task.setCurrentIndex(p.task.findData("scribble"))
+    p.prior.setCurrentText("mean")
+    p.steps.setValue(3)
+    p.samples.setValue(2)
+    assert window.run_job()
+    _wait_result(window, qtbot)
+    entry = window.history_entries[0]
+    assert entry.kind == "project" and entry.images.shape[0] == 2 and entry.ws is not None
+
+
+def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path):
+    from core.sd.tiny import write_tiny_pipeline
+
+    folder = write_tiny_pipeline(tmp_path / "tiny-sd")
+    window.canvas.stroke([(2, 2), (14, 14)])
+    p = window.sd_panel
+    window.tabs.setCurrentWidget(p)
+    p.model.setText(str(folder))
+    p.steps.setValue(10)
+    p.strength.setValue(0.5)
+    assert window.run_job()
+    _wait_result(window, qtbot)
+    entry = window.history_entries[0]
+    assert entry.kind == "sdedit" and entry.images.ndim == 4 and entry.params["steps"] == 10

@@ -45,7 +45,7 @@ def test_scribble_job_in_a_real_window(tmp_path):
     )  # fmt: skip
     try:
         rect = None
-        deadline = time.time() + 60
+        deadline = time.time() + 240
         while rect is None and time.time() < deadline:
             line = app.stdout.readline()
             if line.startswith("canvas-rect"):
@@ -58,7 +58,7 @@ def test_scribble_job_in_a_real_window(tmp_path):
             xdo("mousemove", x + side // 5 + i * side // 17, y + side // 5 + i * side // 17)
         xdo("mouseup", "1")
         xdo("key", "ctrl+Return")
-        out, _ = app.communicate(timeout=120)
+        out, _ = app.communicate(timeout=300)
         assert app.returncode == 0, out
     finally:
         app.kill()

@@ -1,0 +1,204 @@
+"""Projection with a latent prior (seed paper: "Conditioning GANs at Test Time using Denoising
+Diffusion").
+
+Alternating algorithm (prior none / mean / cluster / diffusion): start from seeded mapping samples
+(or the mean w, or a given latent), then per step one Adam step on ``task loss + prior penalty``
+followed by the prior's projection, for the diffusion prior K denoising updates whose noise level
+falls from 5% to 0%.
+
+Task-guided diffusion (prior "task-guided", the paper's future work): start from noise in W and run
+the reverse diffusion with every step's noise prediction guided by the task gradient (classifier
+guidance, :mod:`core.prior.samplers.guided`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator as Gen
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from core.errors import JobError
+from core.gan.base import Generator, LatentSpace
+from core.jobs.events import CancelToken, Progress, to_uint8
+from core.prior.model import WDenoiser
+from core.prior.params import ProjectParams
+from core.prior.priors import WStats, log_density_proxy, make_prior, wstats_from_generator
+from core.prior.samplers import ContinuousDDIM, guided_eps, uniform_times
+from core.prior.tasks import make_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProjectResult:
+    params: ProjectParams
+    latent: np.ndarray  # w [N, w_dim] or w+ [N, num_ws, w_dim], as params.space
+    ws: np.ndarray  # [N, num_ws, w_dim], what synthesis consumed
+    images: np.ndarray  # [N, H, W, 3] uint8
+    task_loss: np.ndarray  # [N] of the returned latents
+    log_density: np.ndarray | None  # [N] the prior's log-density proxy, when a diffusion model was given
+    loss_history: list[dict[str, float]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def _ws(G: Generator, w: torch.Tensor) -> torch.Tensor:
+    return G.broadcast(w) if w.ndim == 2 else w  # [N, num_ws, w_dim]
+
+
+def initial_w(G: Generator, p: ProjectParams, device) -> torch.Tensor:
+    """Starting latents in W units: [N, w_dim], or [N, num_ws, w_dim] in w+."""
+    if p.init == "latent":
+        lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
+        want = (G.w_dim,) if p.space is LatentSpace.W else (G.num_ws, G.w_dim)
+        lat = lat[None] if lat.ndim == len(want) else lat
+        if tuple(lat.shape[1:]) != want:
+            raise JobError(f"init_latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}")
+        return lat.expand(p.num_samples, *want).clone() if lat.shape[0] == 1 else lat.clone()
+    if p.init == "mean":
+        w = G.mean_w().to(device).expand(p.num_samples, -1).clone()
+    else:
+        gen = torch.Generator().manual_seed(p.seed)
+        with torch.no_grad():
+            w = G.mapping(torch.randn(p.num_samples, G.z_dim, generator=gen).to(device))
+    return w if p.space is LatentSpace.W else G.broadcast(w).clone()
+
+
+def project(
+    params: ProjectParams,
+    G: Generator,
+    *,
+    clip=None,
+    perceptual_loss: torch.nn.Module | None = None,
+    prior_model: WDenoiser | None = None,
+    wstats: WStats | None = None,
+    cancel: CancelToken | None = None,
+) -> Gen[Progress, None, ProjectResult]:
+    """Run a projection; yields :class:`Progress` every step and returns a :class:`ProjectResult`.
+
+    Args:
+        params: every input of the job.
+        G: the generator (frozen).
+        clip: a :class:`core.clip.ClipModel`, for the CLIP task.
+        perceptual_loss: a masked perceptual loss (:mod:`core.losses`) for the image tasks; without
+            one they use masked L1.
+        prior_model: the W diffusion prior, for "diffusion" and "task-guided" (and the log-density).
+        wstats: W statistics for "mean" and "cluster" (else computed from 10k mapping samples).
+        cancel: checked before every step; a cancelled job returns what it has, ``cancelled=True``.
+    """
+    p = params
+    G.eval().requires_grad_(False)
+    device = G.device_of()
+    if p.prior in ("diffusion", "task-guided") and prior_model is None:
+        raise JobError(f"the {p.prior} prior needs a trained diffusion model")
+    if prior_model is not None and prior_model.cfg.w_dim != G.w_dim:
+        raise JobError(
+            f"the diffusion prior is for w_dim {prior_model.cfg.w_dim}, the generator has {G.w_dim}"
+        )
+    task = make_task(p, G.resolution, device, clip=clip, perceptual_loss=perceptual_loss)
+    if p.prior == "task-guided":
+        return (yield from _task_guided(p, G, task, prior_model, cancel))
+    if p.prior in ("mean", "cluster") and wstats is None:
+        log.info("no W statistics given; computing them from 10k mapping samples")
+        wstats = wstats_from_generator(G)
+    prior = make_prior(
+        p.prior,
+        wstats=wstats,
+        model=prior_model,
+        weight=p.prior_weight,
+        steps=p.denoise_steps,
+        t_start=p.noise_start,
+        t_end=p.noise_end,
+        eta=p.denoise_eta,
+    )
+    return (yield from _alternate(p, G, task, prior, prior_model, cancel))
+
+
+def _alternate(p: ProjectParams, G, task, prior, model, cancel) -> Gen[Progress, None, ProjectResult]:
+    gen = torch.Generator().manual_seed(p.seed + 1)  # the diffusion updates' noise
+    w = initial_w(G, p, G.device_of()).requires_grad_(True)  # [N, w_dim] or [N, num_ws, w_dim]
+    opt = torch.optim.Adam([w], lr=p.lr)
+    history: list[dict[str, float]] = []
+    for step in range(1, p.steps + 1):
+        if cancel is not None and cancel.cancelled:
+            return _result(G, p, w, task, model, history, cancelled=True)
+        # 1. one task step on task loss + prior penalty
+        opt.zero_grad(set_to_none=True)
+        images = G.synthesis(_ws(G, w))  # [N, 3, R, R]
+        task_loss, penalty = task(images), prior.penalty(w)  # [N], [N]
+        (task_loss + penalty).sum().backward()  # summed: each latent's gradient is its own
+        opt.step()
+        # 2. the prior's projection (diffusion: K denoising updates, noise 5% -> 0%)
+        with torch.no_grad():
+            w.copy_(prior.project(w.detach(), generator=gen))
+        losses = {"task": float(task_loss.detach().mean()), "prior": float(penalty.detach().mean())}
+        losses["total"] = losses["task"] + losses["prior"]
+        history.append(losses)
+        yield _progress(p, step, losses, images, w)
+    return _result(G, p, w, task, model, history, cancelled=False)
+
+
+def _task_guided(p: ProjectParams, G, task, model: WDenoiser, cancel) -> Gen[Progress, None, ProjectResult]:
+    if (model.cfg.space == "w") != (p.space is LatentSpace.W):
+        raise JobError(f"task-guided diffusion runs in the prior's own space ({model.cfg.space})")
+    gen = torch.Generator().manual_seed(p.seed)
+    x = torch.randn(p.num_samples, model.cfg.dim, generator=gen).to(G.device_of())  # x_1 ~ N(0, I)
+    sched = ContinuousDDIM(uniform_times(p.steps), eta=p.guided_eta)
+    shown: dict[str, torch.Tensor] = {}
+
+    def loss_of_x0(x0: torch.Tensor) -> torch.Tensor:
+        shown["images"] = G.synthesis(_ws(G, _w_units(model, x0)))  # [N, 3, R, R]
+        return task(shown["images"])
+
+    history: list[dict[str, float]] = []
+    for step, t in enumerate(sched.timesteps, start=1):
+        if cancel is not None and cancel.cancelled:
+            return _result(G, p, _w_units(model, x), task, model, history, cancelled=True)
+        # guided noise prediction (task gradient on x0_hat), then one reverse step t -> t - 1/steps
+        eps, loss, _ = guided_eps(model, x, t, loss_of_x0, scale=p.guidance_scale, mode=p.guidance)
+        x = sched.step(eps, t, x, generator=gen)
+        losses = {"task": float(loss.mean()), "t": t}
+        history.append(losses)
+        yield _progress(p, step, losses, shown["images"], _w_units(model, x))
+    return _result(G, p, _w_units(model, x), task, model, history, cancelled=False)
+
+
+def _w_units(model: WDenoiser, x: torch.Tensor) -> torch.Tensor:
+    """Normalised model-space latents [N, dim] -> w [N, w_dim] or w+ [N, num_ws, w_dim]."""
+    w = model.denormalize(x)
+    return w if model.cfg.space == "w" else w.view(-1, model.cfg.num_ws, model.cfg.w_dim)
+
+
+def _progress(p: ProjectParams, step: int, losses: dict, images: torch.Tensor, w: torch.Tensor) -> Progress:
+    show = step % p.preview_every == 0 or step == p.steps
+    return Progress(
+        step,
+        p.steps,
+        losses,
+        preview=to_uint8(images) if show else None,
+        latent=w.detach().cpu().numpy().copy() if show else None,
+    )
+
+
+@torch.no_grad()
+def _result(G, p: ProjectParams, w, task, model, history, *, cancelled: bool) -> ProjectResult:
+    w = w.detach()
+    ws = _ws(G, w)
+    images = G.synthesis(ws)
+    task_loss = task(images)
+    density = log_density_proxy(model, w).cpu().numpy() if model is not None else None
+    return ProjectResult(
+        params=p,
+        latent=w.cpu().numpy().copy(),
+        ws=ws.cpu().numpy().copy(),
+        images=to_uint8(images),
+        task_loss=task_loss.cpu().numpy().copy(),
+        log_density=density,
+        loss_history=history,
+        cancelled=cancelled,
+    )
+
+
+__all__ = ["ProjectParams", "ProjectResult", "initial_w", "project"]

@@ -1,0 +1,202 @@
+"""The W-space diffusion prior's denoiser: an MLP over (normalised) w or w+ with a time embedding.
+
+As the seed paper: a plain MLP of configurable width and depth (paper: 5000 units, 7 layers) with
+group normalisation, its weights kept as an exponential moving average (the trainer's job), and the
+latent normalised by the W statistics before it enters the network. Each layer's GroupNorm is
+modulated by the time embedding (adaptive group norm, Dhariwal & Nichol 2021, sec. 3).
+
+The network's raw output is ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0`` (Salimans & Ho
+2022) by default, or ``eps`` (Ho et al. 2020) as the seed; ``forward`` always returns ``eps``, which
+every sampler consumes. v keeps the x_0 estimate well conditioned near t = 1, where
+``alpha_bar -> 1e-9`` and an eps-model's ``x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)``
+multiplies its error by 3e4 (samples exploded that way in our first run).
+
+File format: one ``.safetensors`` with the weights, the normalisation buffers and, in its metadata,
+the JSON config (and what it was trained on). safetensors runs no code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.errors import ModelLoadError
+from core.prior import schedule
+
+FORMAT = "latent-canvas-wdiffusion/1"
+SPACES = ("w", "w+")
+NORMALIZE = ("per-dim", "global", "none")
+PREDICTIONS = ("v", "eps")
+
+
+@dataclass(frozen=True)
+class WDiffusionConfig:
+    w_dim: int  # the generator's w size
+    num_ws: int = 1  # rows of w+ the model sees (1 for the W space)
+    space: str = "w"  # "w": one w per sample; "w+": num_ws rows, flattened
+    width: int = 512  # hidden units per layer (paper: 5000)
+    depth: int = 7  # hidden layers (paper: 7)
+    groups: int = 32  # GroupNorm groups per layer
+    time_dim: int = 128  # size of the sinusoidal time embedding
+    normalize: str = "per-dim"  # (w - mean) / std per dim, one global std, or raw w
+    prediction: str = "v"  # the network's target: "v" (Salimans & Ho 2022) or "eps" (Ho et al. 2020)
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES or self.normalize not in NORMALIZE or self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"space must be one of {SPACES}, normalize one of {NORMALIZE}, "
+                f"prediction one of {PREDICTIONS}"
+            )
+        if self.width % self.groups or self.time_dim % 2:
+            raise ValueError("width must be divisible by groups, and time_dim even")
+        if self.space == "w" and self.num_ws != 1:
+            raise ValueError("a W-space model has num_ws = 1")
+
+    @property
+    def dim(self) -> int:
+        return self.w_dim * self.num_ws
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal features [N, dim] of ``t`` [N] in [0, 1] (scaled by 1000, as DDPM's discrete steps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    args = 1000 * t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+class AdaGNBlock(nn.Module):
+    """x + Linear(SiLU(GroupNorm(x) * (1 + scale(t)) + shift(t)))."""
+
+    def __init__(self, width: int, time_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, width)
+        self.film = nn.Linear(time_dim, 2 * width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(temb).chunk(2, dim=1)
+        return x + self.linear(nn.functional.silu(self.norm(x) * (1 + scale) + shift))
+
+
+class WDenoiser(nn.Module):
+    """Predicts ``eps`` [N, dim] from a normalised noisy latent ``x_t`` [N, dim] and ``t`` [N] in [0, 1].
+
+    Buffers ``mean`` and ``std`` [dim] map W units to the network's space (:meth:`normalize`).
+    """
+
+    def __init__(self, cfg: WDiffusionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.zeros(cfg.dim))
+        self.register_buffer("std", torch.ones(cfg.dim))
+        self.time = nn.Sequential(
+            nn.Linear(cfg.time_dim, cfg.time_dim), nn.SiLU(), nn.Linear(cfg.time_dim, cfg.time_dim)
+        )
+        self.inp = nn.Linear(cfg.dim, cfg.width)
+        self.blocks = nn.ModuleList(AdaGNBlock(cfg.width, cfg.time_dim, cfg.groups) for _ in range(cfg.depth))
+        self.out_norm = nn.GroupNorm(cfg.groups, cfg.width)
+        self.out = nn.Linear(cfg.width, cfg.dim)
+        nn.init.zeros_(self.out.weight)  # start by predicting eps = 0: a calm first step
+        nn.init.zeros_(self.out.bias)
+
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network output [N, dim]: ``v`` or ``eps`` as ``cfg.prediction`` says (the training target)."""
+        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
+        temb = self.time(timestep_embedding(t, self.cfg.time_dim))  # [N, time_dim]
+        h = self.inp(x_t)  # [N, width]
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(nn.functional.silu(self.out_norm(h)))  # [N, dim]
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The predicted noise ``eps`` [N, dim] of ``x_t`` [N, dim] at times ``t`` [N] (or a scalar)."""
+        out = self.raw(x_t, t)
+        if self.cfg.prediction == "eps":
+            return out
+        ab = schedule.alpha_bar(torch.as_tensor(t).expand(x_t.shape[0])).to(x_t)[:, None]
+        return (1 - ab).sqrt() * x_t + ab.sqrt() * out  # eps = sqrt(1 - ab) x_t + sqrt(ab) v
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What :meth:`raw` is trained to output for ``x_t = add_noise(x0, eps, t)``."""
+        if self.cfg.prediction == "eps":
+            return eps
+        ab = schedule.alpha_bar(t).to(x0)[:, None]
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Install the normalisation from W statistics (``mean``, ``std`` [w_dim], tiled over rows)."""
+        mean, std = mean.float().repeat(self.cfg.num_ws), std.float().repeat(self.cfg.num_ws)
+        if self.cfg.normalize == "global":
+            std = std.square().mean().sqrt().expand_as(std)
+        if self.cfg.normalize == "none":
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-6))
+
+    def normalize(self, w: torch.Tensor) -> torch.Tensor:
+        """W units -> network space; ``w`` [N, w_dim] or [N, num_ws, w_dim] -> [N, dim]."""
+        return (w.reshape(w.shape[0], -1) - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Network space [N, dim] -> W units [N, dim] (reshape to w+ with ``.view(N, num_ws, w_dim)``)."""
+        return x * self.std + self.mean
+
+
+def build_wdiffusion(cfg: WDiffusionConfig | dict, *, seed: int = 0) -> WDenoiser:
+    """A randomly initialised denoiser (seeded), with identity normalisation until ``set_stats``."""
+    cfg = cfg if isinstance(cfg, WDiffusionConfig) else WDiffusionConfig(**cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WDenoiser(cfg)
+
+
+def save_wdiffusion(model: WDenoiser, path: str | Path, *, metadata: dict | None = None) -> Path:
+    """Write weights + normalisation + config (``metadata`` values are JSON-encoded into the header)."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(asdict(model.cfg))}
+    meta.update({k: json.dumps(v, default=str) for k, v in (metadata or {}).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: never a half-written model under the real name
+    return path
+
+
+def read_wdiffusion_metadata(path: str | Path) -> dict:
+    """The JSON-decoded metadata of a prior file (``config``, ``generator_sha256``, ...)."""
+    with safe_open(str(path), framework="pt") as f:
+        raw = dict(f.metadata() or {})
+    return {k: (v if k == "format" else json.loads(v)) for k, v in raw.items()}
+
+
+def load_wdiffusion(path: str | Path, *, device: str | torch.device = "cpu") -> WDenoiser:
+    """Load a denoiser written by :func:`save_wdiffusion`, frozen, in eval mode.
+
+    Raises:
+        ModelLoadError: missing, unreadable, not a W-diffusion file, or weights that miss the config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"diffusion prior not found: {path}")
+    try:
+        meta = read_wdiffusion_metadata(path)
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise ModelLoadError(f"{path.name} is not a W-space diffusion prior (format {meta.get('format')!r})")
+    model = WDenoiser(WDiffusionConfig(**meta["config"]))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelLoadError(f"{path.name}: weights do not match its config: {e}") from e
+    return model.to(device).eval().requires_grad_(False)

@@ -1,0 +1,233 @@
+"""Latent priors for projection, one interface: a differentiable ``penalty`` added to the task loss
+and/or a ``project`` step applied to the latent batch after each task step.
+
+- ``none``: neither.
+- ``mean``: penalty ``weight * mean((w - mean_w)^2)``: a Gaussian around the mean w (seed: "mean prior").
+- ``cluster``: penalty to the nearest of the k-means centres of 50k mapping samples (seed: "cluster
+  prior"), read from the generator's W statistics.
+- ``diffusion``: K denoising steps whose noise level falls from 5% to 0% of the diffusion time
+  (seed: "10 diffusion update steps for each task update ... decreasing noise from 5% to 0%").
+
+Latents are in W units: ``[N, w_dim]`` or w+ ``[N, num_ws, w_dim]``; a W-space diffusion model acts
+on each row of a w+ latent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from core.errors import ModelLoadError
+from core.prior import schedule
+from core.prior.model import WDenoiser
+from core.prior.samplers.ddim import ContinuousDDIM, uniform_times
+from core.training.common import WSTATS_FORMAT
+
+log = logging.getLogger(__name__)
+
+PRIOR_KINDS = ("none", "mean", "cluster", "diffusion")
+
+
+# --- W statistics -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WStats:
+    mean: torch.Tensor  # [w_dim]
+    std: torch.Tensor  # [w_dim]
+    centres: torch.Tensor  # [k, w_dim] k-means centres, most populated first
+    counts: torch.Tensor  # [k] members per centre
+
+
+def wstats_path_for(generator_path: str | Path) -> Path:
+    """``<stem>.wstats.safetensors`` beside a generator file."""
+    p = Path(generator_path)
+    return p.with_name(p.name.removesuffix(p.suffix) + ".wstats.safetensors")
+
+
+def load_wstats(path: str | Path) -> WStats:
+    """Read a W statistics file written by the StyleGAN2 export.
+
+    Raises:
+        ModelLoadError: missing, unreadable or not a W statistics file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"W statistics not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        t = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
+    if meta.get("format") != WSTATS_FORMAT or not {"mean", "std", "centres", "counts"} <= set(t):
+        raise ModelLoadError(f"{path.name} is not a W statistics file (format {meta.get('format')!r})")
+    return WStats(t["mean"].float(), t["std"].float(), t["centres"].float(), t["counts"])
+
+
+@torch.no_grad()
+def wstats_from_generator(G, *, n: int = 10_000, k: int = 16, seed: int = 0) -> WStats:
+    """W statistics computed on the spot, for generators shipped without a statistics file."""
+    from core.training.common import kmeans
+
+    ws = G.sample_w(n, seed=seed).float().cpu()  # [n, w_dim]
+    centres, labels, _ = kmeans(ws, k, seed=seed)
+    counts = torch.bincount(labels, minlength=k)
+    order = counts.argsort(descending=True, stable=True)
+    return WStats(ws.mean(0), ws.std(0), centres[order], counts[order])
+
+
+# --- priors -----------------------------------------------------------------------------------
+
+
+class Prior:
+    """No prior: zero penalty, identity projection. The base of the others."""
+
+    kind = "none"
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-sample penalty [N] (differentiable) of latents ``w`` [N, w_dim] or [N, num_ws, w_dim]."""
+        return w.new_zeros(w.shape[0])
+
+    def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latents moved towards the prior (same shape), without gradient."""
+        return w
+
+
+class MeanPrior(Prior):
+    """``weight * mean((w - mean_w)^2)``; its negative gradient points at the mean w."""
+
+    kind = "mean"
+
+    def __init__(self, mean: torch.Tensor, *, weight: float) -> None:
+        self.mean, self.weight = mean, float(weight)
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        return self.weight * (w - self.mean.to(w)).square().flatten(1).mean(1)
+
+
+class ClusterPrior(Prior):
+    """``weight * min_k mean((w - c_k)^2)`` per row; its negative gradient points at the nearest centre."""
+
+    kind = "cluster"
+
+    def __init__(self, centres: torch.Tensor, *, weight: float) -> None:
+        self.centres, self.weight = centres, float(weight)
+
+    def penalty(self, w: torch.Tensor) -> torch.Tensor:
+        rows = w.reshape(w.shape[0], -1, w.shape[-1])  # [N, R, w_dim]
+        d2 = (rows[:, :, None, :] - self.centres.to(w)).square().mean(-1)  # [N, R, k]
+        return self.weight * d2.min(-1).values.mean(1)
+
+
+class DiffusionPrior(Prior):
+    """K reverse-diffusion updates from ``t_start`` to ``t_end`` (5% -> 0%), the current latent taken as
+    the noisy sample at ``t_start``.
+
+    Args:
+        model: the trained denoiser (frozen).
+        steps: K, updates per projection (seed: 10).
+        t_start, t_end: diffusion times the group runs between (seed: 0.05 and 0).
+        eta: 0 = deterministic DDIM updates; 1 = ancestral (fresh noise each update, more diversity).
+    """
+
+    kind = "diffusion"
+
+    def __init__(
+        self,
+        model: WDenoiser,
+        *,
+        steps: int = 10,
+        t_start: float = 0.05,
+        t_end: float = 0.0,
+        eta: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.scheduler = ContinuousDDIM(
+            uniform_times(steps, start=t_start, end=t_end), eta=eta, final_time=t_end
+        )
+
+    @torch.no_grad()
+    def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.model.normalize(_rows(self.model, w))  # [M, dim]
+        for t in self.scheduler.timesteps:
+            eps = self.model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+            x = self.scheduler.step(eps, t, x, generator=generator)
+        return self.model.denormalize(x).reshape(w.shape)
+
+    def log_density(self, w: torch.Tensor, **kw) -> torch.Tensor:
+        return log_density_proxy(self.model, w, **kw)
+
+
+def _rows(model: WDenoiser, w: torch.Tensor) -> torch.Tensor:
+    """Latents as the model's rows: a W model sees each w of a w+ latent, a w+ model whole latents."""
+    if w.shape[-1] != model.cfg.w_dim:
+        raise ModelLoadError(
+            f"the diffusion prior is for w_dim {model.cfg.w_dim}, the latent has {w.shape[-1]}"
+        )
+    return w.reshape(-1, model.cfg.w_dim) if model.cfg.space == "w" else w.reshape(w.shape[0], -1)
+
+
+@torch.no_grad()
+def log_density_proxy(
+    model: WDenoiser,
+    w: torch.Tensor,
+    *,
+    times: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4),
+    draws: int = 4,
+    seed: int = 0,
+) -> torch.Tensor:
+    """A log-density proxy per latent [N]: minus the mean denoising error over fixed (t, noise) draws.
+
+    The denoising loss is (up to weighting and constants) the negative variational bound on log p
+    (Ho et al. 2020, eq. 12), so higher means more typical of the training latents. Deterministic for a
+    given ``seed``. For a W model on w+ latents, the mean over rows.
+    """
+    x0 = model.normalize(_rows(model, w))  # [M, dim]
+    gen = torch.Generator().manual_seed(seed)
+    errs = []
+    for t in times:
+        for _ in range(draws):
+            eps = torch.randn(x0.shape, generator=gen).to(x0)
+            tv = torch.full((x0.shape[0],), t, dtype=x0.dtype, device=x0.device)
+            errs.append((model(schedule.add_noise(x0, eps, tv), tv) - eps).square().mean(1))
+    return -torch.stack(errs).mean(0).view(w.shape[0], -1).mean(1)
+
+
+def make_prior(
+    kind: str,
+    *,
+    wstats: WStats | None = None,
+    model: WDenoiser | None = None,
+    weight: float = 0.1,
+    steps: int = 10,
+    t_start: float = 0.05,
+    t_end: float = 0.0,
+    eta: float = 0.0,
+) -> Prior:
+    """Build a prior of ``kind`` (one of :data:`PRIOR_KINDS`).
+
+    Args:
+        wstats: W statistics (mean and k-means centres), for "mean" and "cluster".
+        model: the trained denoiser, for "diffusion".
+        weight: penalty weight of "mean" and "cluster".
+        steps, t_start, t_end, eta: the diffusion projection group (see :class:`DiffusionPrior`).
+    """
+    if kind == "none":
+        return Prior()
+    if kind in ("mean", "cluster") and wstats is None:
+        raise ValueError(f"the {kind} prior needs W statistics")
+    if kind == "mean":
+        return MeanPrior(wstats.mean, weight=weight)
+    if kind == "cluster":
+        return ClusterPrior(wstats.centres, weight=weight)
+    if kind == "diffusion":
+        if model is None:
+            raise ValueError("the diffusion prior needs a trained denoiser")
+        return DiffusionPrior(model, steps=steps, t_start=t_start, t_end=t_end, eta=eta)
+    raise ValueError(f"unknown prior {kind!r}; known: {', '.join(PRIOR_KINDS)}")

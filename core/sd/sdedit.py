@@ -1,0 +1,347 @@
+"""SDEdit (Meng et al., ICLR 2022): guided image synthesis by noising a guide image to level N and
+denoising it with a text-conditioned diffusion model under classifier-free guidance (Ho & Salimans
+2021). Optional local inpainting re-imposes the guide outside a mask at every step (the "blended"
+scheme of Avrahami et al. 2022 and of diffusers' legacy inpainting), or feeds a dedicated 9-channel SD
+inpainting UNet its mask and masked-image latents.
+
+The loop is our own (not a diffusers pipeline's ``__call__``) so that it can yield a preview every
+step and stop between steps; it uses diffusers' schedulers for every sampler step.
+
+    1. timesteps: the last int(S x strength) of an S-step schedule (the img2img convention)
+    2. x_N = sqrt(abar_N) x_0 + sqrt(1 - abar_N) eps, x_0 = the guide's latent     (DDPM eq. 4)
+    3. per step: eps = eps_u + w (eps_c - eps_u)                                    (CFG eq. 6)
+                 x_prev = sampler.step(eps, t, x)                     (DDPM eq. 6-7 / DDIM eq. 12)
+                 x_prev = m x_prev + (1 - m) q(x_prev | guide)     (inpainting, m = feathered mask)
+    4. decode the last x_0; with a mask, paste the guide back outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import JobError
+from core.jobs.events import CancelToken, Progress, to_uint8
+from core.sd.model import SDModel
+from core.sd.params import SDEditParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SDEditResult:
+    params: SDEditParams
+    images: np.ndarray  # [num_samples, H, W, 3] uint8 at `size`
+    latent: np.ndarray  # [num_samples, C, h, w] float32: the final clean latents (pixels in pixel space)
+    timesteps: list[int]  # the timesteps that ran, in order (the first is N's noise level)
+    size: tuple[int, int]  # (width, height) of the output
+    seconds: float
+    cancelled: bool = False
+
+    @property
+    def image(self) -> np.ndarray:
+        """The first sample, [H, W, 3] uint8."""
+        return self.images[0]
+
+    @property
+    def executed_steps(self) -> int:
+        return len(self.timesteps)
+
+
+# --- 1. the schedule ------------------------------------------------------------------------------------
+
+
+def make_scheduler(model: SDModel, sampler: str):
+    """A fresh scheduler for one run, from the model's schedule config (never shared between runs)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[sampler]
+    return cls.from_config(dict(model.scheduler_config))
+
+
+def executed_steps(steps: int, strength: float) -> int:
+    """int(S x strength), robust to float error (0.29 x 100 is 28.999...)."""
+    return min(int(steps * strength + 1e-6), steps)
+
+
+def sdedit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The last int(S x strength) timesteps of the scheduler's S-step schedule (sets its timesteps)."""
+    if steps > scheduler.config.num_train_timesteps:
+        raise JobError(f"steps must be <= {scheduler.config.num_train_timesteps}, got {steps}")
+    n = executed_steps(steps, strength)
+    if n < 1:
+        raise JobError(f"strength {strength:g} x {steps} steps runs no step: raise steps or strength")
+    scheduler.set_timesteps(steps)
+    ts = scheduler.timesteps[steps - n :]
+    # "leading" spacing with steps_offset 1 (SD 1.x) puts S = T's first step at t = T, past the schedule.
+    return ts[ts < scheduler.config.num_train_timesteps]
+
+
+# --- images, masks, latents -----------------------------------------------------------------------------
+
+
+def output_size(p: SDEditParams, model: SDModel) -> tuple[int, int]:
+    """(width, height): the requested size (else the model's), rounded to the model's multiple."""
+    k = model.size_multiple
+    w, h = p.size or (model.native_size, model.native_size)
+    rounded = (max(k, round(w / k) * k), max(k, round(h / k) * k))
+    if rounded != (w, h):
+        log.info("size %dx%d rounded to %dx%d (multiples of %d)", w, h, *rounded, k)
+    return rounded
+
+
+def image_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [1, 3, h, w] float32 in [-1, 1] at size (w, h), antialiased."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    if x.shape[-2:] != (size[1], size[0]):
+        x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", antialias=True, align_corners=False)
+    return x.clamp(-1, 1)
+
+
+def feathered_mask(mask: np.ndarray, size: tuple[int, int], sigma: float) -> torch.Tensor:
+    """[H, W] in [0, 1] -> [1, 1, h, w] at size (w, h), edge blurred by a Gaussian of ``sigma`` px."""
+    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).clamp(0, 1)[None, None]
+    m = F.interpolate(m, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+    if sigma > 0:
+        m = gaussian_blur(m, sigma)
+    return m.clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).to(x.device)
+    pad_h, pad_w = min(radius, x.shape[-2] - 1), min(radius, x.shape[-1] - 1)
+    x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
+    x = F.conv2d(x, k[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1))
+    return F.conv2d(x, k[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1))
+
+
+@torch.no_grad()
+def encode(model: SDModel, image: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> the model's latent (scaled as the UNet expects; pixels if no VAE)."""
+    if model.vae is None:
+        return image.to(model.device, model.dtype)
+    cfg = model.vae.config
+    z = model.vae.encode(image.to(model.device, model.vae_dtype)).latent_dist.mode()
+    shift = getattr(cfg, "shift_factor", None) or 0.0
+    return ((z - shift) * cfg.scaling_factor).to(model.dtype)
+
+
+@torch.no_grad()
+def decode(model: SDModel, latent: torch.Tensor) -> torch.Tensor:
+    """The model's latent -> [B, 3, H, W] in [-1, 1] (float32)."""
+    if model.vae is None:
+        return latent.float().clamp(-1, 1)
+    cfg = model.vae.config
+    shift = getattr(cfg, "shift_factor", None) or 0.0
+    z = latent.to(model.vae_dtype) / cfg.scaling_factor + shift
+    return model.vae.decode(z).sample.float().clamp(-1, 1)
+
+
+# --- previews ------------------------------------------------------------------------------------------
+
+
+class Previewer:
+    """Cheap x0 previews: pixels as they are, TAESD when the model has one, else a linear map from latent
+    channels to RGB fitted (least squares) on this run's own guide and its latent."""
+
+    def __init__(self, model: SDModel, mode: str, guide: torch.Tensor, guide_latent: torch.Tensor):
+        self.model, self.mode, self.size = model, mode, guide.shape[-2:]
+        self.weights = None
+        if mode == "fast" and model.vae is not None and model.tiny_vae is None:
+            self.weights = fit_latent_rgb(guide_latent.float(), guide.to(guide_latent.device))
+
+    @torch.no_grad()
+    def __call__(self, x0: torch.Tensor) -> np.ndarray:
+        m = self.model
+        if m.vae is None or self.mode == "full":
+            return to_uint8(decode(m, x0))
+        if m.tiny_vae is not None:
+            rgb = m.tiny_vae.decode(x0.to(next(m.tiny_vae.parameters()).dtype)).sample
+        else:
+            rgb = apply_latent_rgb(x0.float(), self.weights)
+            rgb = F.interpolate(rgb, size=self.size, mode="bilinear", align_corners=False)
+        return to_uint8(rgb.float())
+
+
+def fit_latent_rgb(latent: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Least-squares W [C + 1, 3] with [latent, 1] @ W ~ the image area-sampled to the latent's grid."""
+    target = F.adaptive_avg_pool2d(image.float(), latent.shape[-2:])  # [1, 3, h, w]
+    a = torch.cat([latent, torch.ones_like(latent[:, :1])], 1).flatten(2)[0].T  # [h*w, C + 1]
+    b = target.flatten(2)[0].T  # [h*w, 3]
+    ridge = 1e-3 * torch.eye(a.shape[1], device=a.device)  # a flat guide has collinear channels
+    return torch.linalg.solve(a.T @ a + ridge, a.T @ b)
+
+
+def apply_latent_rgb(latent: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    a = torch.cat([latent, torch.ones_like(latent[:, :1])], 1)  # [1, C + 1, h, w]
+    return torch.einsum("bchw,cd->bdhw", a, weights).clamp(-1, 1)
+
+
+# --- 3. one guided step ----------------------------------------------------------------------------------
+
+
+def guided_noise(
+    unet,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    scale: float,
+    extra: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Classifier-free guidance: eps_u + scale (eps_c - eps_u). With ``uncond`` None (scale 1), the
+    conditional prediction alone, one UNet pass. ``extra``: channels appended to the input (inpainting)."""
+    inp = x if extra is None else torch.cat([x, extra], 1)
+    if uncond is None:
+        return unet(inp, t, encoder_hidden_states=cond).sample
+    out = unet(torch.cat([inp, inp]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    eps_u, eps_c = out.chunk(2)
+    return eps_u + scale * (eps_c - eps_u)
+
+
+# --- the job ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Per-run state, local to one call of :func:`sdedit`."""
+
+    scheduler: object
+    timesteps: torch.Tensor
+    guide: torch.Tensor  # [1, 3, H, W] in [-1, 1] (CPU)
+    guide_latent: torch.Tensor  # [1, C, h, w]
+    noise: torch.Tensor  # [n, C, h, w], the eps of step 2 (reused to noise the known region)
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    mask_px: torch.Tensor | None  # [1, 1, H, W] feathered, 1 = regenerate
+    mask_lat: torch.Tensor | None  # the same at latent resolution (blend mode)
+    extra: torch.Tensor | None  # inpainting UNet: [n, 1 + C, h, w] mask + masked-image latents
+    scale: float  # guidance scale
+    step_kwargs: dict  # DDPM: its noise generator; DDIM: eta = 0 (deterministic)
+
+
+def sdedit(
+    params: SDEditParams, model: SDModel, *, cancel: CancelToken | None = None
+) -> Generator[Progress, None, SDEditResult]:
+    """Run SDEdit; yields :class:`Progress` every step (preview = the decoded predicted x0s
+    ``[n, H, W, 3]`` on preview steps; latent = the current noisy latents ``[n, C, h, w]``), returns an
+    :class:`SDEditResult`.
+
+    Args:
+        params: every input (guide, mask, prompts, strength or N, guidance, sampler, S, seed, size).
+        model: a loaded model (see :func:`core.sd.model.load_sd_model`); it is not modified.
+        cancel: checked between steps; a cancelled run returns its latest x0 with ``cancelled=True``.
+    """
+    p, started = params, time.perf_counter()
+    size = output_size(p, model)
+    run = _prepare(p, model, size)
+    preview = Previewer(model, p.preview, run.guide, run.guide_latent) if p.preview != "none" else None
+    # 2. noise the guide to the first timestep's level
+    x = run.scheduler.add_noise(run.guide_latent, run.noise, run.timesteps[:1])
+    x0, done, total = run.guide_latent.expand_as(x), [], len(run.timesteps)
+    for i, t in enumerate(run.timesteps):
+        if cancel is not None and cancel.cancelled:
+            return _finish(p, model, run, x0, done, size, started, cancelled=True)
+        x, x0 = _step(model, run, x, t, i)
+        done.append(int(t))
+        show = preview is not None and ((i + 1) % p.preview_every == 0 or i + 1 == total)
+        yield Progress(
+            i + 1,
+            total,
+            {"timestep": float(t)},
+            preview=preview(x0) if show else None,
+            latent=x.float().cpu().numpy() if show else None,
+        )
+    return _finish(p, model, run, x, done, size, started, cancelled=False)
+
+
+@torch.no_grad()
+def _prepare(p: SDEditParams, model: SDModel, size: tuple[int, int]) -> _Run:
+    if p.mask is not None and float(p.mask.max()) <= 0:
+        raise JobError("the mask is empty: paint where the image should change")
+    scheduler = make_scheduler(model, p.sampler)
+    timesteps = sdedit_timesteps(scheduler, p.steps, p.strength_for(model.num_train_timesteps))
+    guide = image_tensor(p.guide, size)
+    guide_latent = encode(model, guide)  # [1, C, h, w]
+    gen = torch.Generator().manual_seed(p.seed)
+    n = p.num_samples
+    noise = torch.randn((n, *guide_latent.shape[1:]), generator=gen).to(model.device, model.dtype)
+    prompts = [p.prompt] if p.guidance_scale == 1 else [p.prompt, p.negative_prompt]
+    ctx = model.text_encoder.encode(prompts).to(model.device, model.dtype)  # [1 or 2, L, D]
+    mask_px = feathered_mask(p.mask, size, p.mask_feather) if p.mask is not None else None
+    mask_lat = extra = None
+    if mask_px is not None and model.inpainting_unet:
+        extra = _inpainting_channels(model, p.mask, guide, size, guide_latent.shape[-2:]).expand(
+            n, -1, -1, -1
+        )
+    elif mask_px is not None:
+        mask_lat = F.adaptive_avg_pool2d(mask_px, guide_latent.shape[-2:]).to(model.device, model.dtype)
+    return _Run(
+        scheduler,
+        timesteps,
+        guide,
+        guide_latent,
+        noise,
+        ctx[:1].expand(n, -1, -1),
+        ctx[1:].expand(n, -1, -1) if len(prompts) == 2 else None,
+        mask_px,
+        mask_lat,
+        extra,
+        p.guidance_scale,
+        {"generator": gen} if p.sampler == "ddpm" else {"eta": 0.0},
+    )
+
+
+def _inpainting_channels(model, mask: np.ndarray, guide, size, latent_hw) -> torch.Tensor:
+    """SD inpainting UNet inputs: the binary mask at latent size and the latents of the guide with the
+    masked region blanked (as its training did: image * (mask < 0.5))."""
+    hard = feathered_mask(mask, size, 0.0)
+    hard = (hard >= 0.5).float()
+    masked = encode(model, guide * (1 - hard))
+    small = F.interpolate(hard, size=tuple(latent_hw), mode="nearest").to(model.device, model.dtype)
+    return torch.cat([small, masked], 1)
+
+
+@torch.no_grad()
+def _step(model: SDModel, run: _Run, x: torch.Tensor, t: torch.Tensor, i: int):
+    """One sampler step -> (x at the next timestep, predicted x0)."""
+    sched = run.scheduler
+    inp = sched.scale_model_input(x, t)
+    eps = guided_noise(model.unet, inp, t.to(model.device), run.cond, run.uncond, run.scale, run.extra)
+    out = sched.step(eps, t, x, **run.step_kwargs)
+    x_prev, x0 = out.prev_sample, out.pred_original_sample
+    if run.mask_lat is not None:
+        last = i + 1 == len(run.timesteps)
+        known = (
+            run.guide_latent
+            if last
+            else sched.add_noise(run.guide_latent, run.noise, run.timesteps[i + 1 : i + 2])
+        )
+        x_prev = run.mask_lat * x_prev + (1 - run.mask_lat) * known
+        x0 = run.mask_lat * x0 + (1 - run.mask_lat) * run.guide_latent
+    return x_prev.to(model.dtype), x0
+
+
+@torch.no_grad()
+def _finish(p, model, run: _Run, latent, done, size, started, *, cancelled: bool) -> SDEditResult:
+    image = decode(model, latent).cpu()  # [n, 3, H, W]
+    if run.mask_px is not None and p.paste_back:
+        image = run.mask_px * image + (1 - run.mask_px) * run.guide
+    return SDEditResult(
+        params=p,
+        images=to_uint8(image),
+        latent=latent.float().cpu().numpy(),
+        timesteps=done,
+        size=size,
+        seconds=time.perf_counter() - started,
+        cancelled=cancelled,
+    )

@@ -1,0 +1,112 @@
+"""``python -m desktop.screenshots --out docs/images``: run each panel's job with the bundled models
+in a real MainWindow and save a picture of the window after each (docs; also a whole-app check).
+
+Runs offscreen by default (Qt renders widgets the same); under Xvfb set QT_QPA_PLATFORM=xcb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("latent_canvas.screenshots")
+
+
+def _wait(app, cond, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        app.processEvents()
+        time.sleep(0.01)
+        if time.monotonic() > deadline:
+            raise TimeoutError("job did not finish in time")
+
+
+def _paint_scribble(canvas) -> None:
+    """A blue background band, a ginger head blob and two green eye dots (64 px model coordinates)."""
+    from PySide6.QtGui import QColor
+
+    from desktop.canvas import Tool
+
+    canvas.tool = Tool.BRUSH
+    for colour, size, points in (
+        ((70, 110, 210), 8, [(4, 5), (60, 5)]),
+        ((70, 110, 210), 8, [(4, 12), (14, 12)]),
+        ((70, 110, 210), 8, [(50, 12), (60, 12)]),
+        ((225, 130, 50), 14, [(24, 30), (40, 30)]),
+        ((225, 130, 50), 10, [(26, 38), (38, 38)]),
+        ((60, 200, 80), 3, [(27, 29), (27, 29)]),
+        ((60, 200, 80), 3, [(37, 29), (37, 29)]),
+    ):
+        canvas.colour, canvas.brush_size = QColor(*colour), size
+        canvas.stroke(points)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
+    ap.add_argument("--out", type=Path, default=Path("docs/images"))
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=900)
+    a = ap.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from core.paths import DEFAULT_GENERATOR, bundled_model
+    from desktop.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    settings = QSettings(str(a.out / ".screenshots.ini"), QSettings.Format.IniFormat)
+    settings.setValue("confirm_close", False)
+    w = MainWindow(bundled_model(DEFAULT_GENERATOR), settings=settings)
+    w.resize(1360, 820)
+    w.show()
+    _wait(app, lambda: w.model_info is not None, 120)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    def run(panel, name: str) -> None:
+        n = len(w.history_entries)
+        w.tabs.setCurrentWidget(panel)
+        if not w.run_job():
+            raise RuntimeError(f"{name}: the job did not start")
+        _wait(app, lambda: len(w.history_entries) > n, a.timeout)
+        app.processEvents()
+        path = a.out / f"panel-{name}.png"
+        w.grab().save(str(path))
+        log.info("%s -> %s", name, path)
+
+    _paint_scribble(w.canvas)
+    w.invert_panel.steps.setValue(a.steps)
+    run(w.invert_panel, "invert")
+    w.invert_panel.init.setCurrentText("random")
+    w.invert_panel.seed.setValue(3)
+    w.invert_panel.samples.setValue(4)
+    run(w.invert_panel, "variations")
+    w.prior_panel.task.setCurrentIndex(w.prior_panel.task.findData("clip"))
+    w.prior_panel.prompt.setText("an orange tabby cat with green eyes on a blue background")
+    w.prior_panel.steps.setValue(max(a.steps // 4, 10))
+    run(w.prior_panel, "prior")
+    w.sd_panel.prompt.setText("a white cat with blue eyes on a pink background")
+    w.sd_panel.samples.setValue(4)
+    run(w.sd_panel, "sdedit")
+    w.history.clearSelection()
+    w.history.item(0).setSelected(True)
+    w.history.item(1).setSelected(True)
+    w.tabs.setCurrentWidget(w.interp_panel)
+    w.interp_panel.slider.setValue(500)
+    _wait(app, lambda: w._current_kind == "interpolate_frame", 5)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:
+        app.processEvents()
+        time.sleep(0.01)
+    w.grab().save(str(a.out / "panel-interpolate.png"))
+    w.worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

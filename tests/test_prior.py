@@ -1,0 +1,413 @@
+"""The latent priors, the W diffusion model and its samplers, the projection job and its CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import JobError
+from core.jobs.events import CancelToken
+from core.jobs.invert import run_to_completion
+from core.jobs.project import ProjectParams, project
+from core.paths import DEFAULT_GENERATOR, bundled_model
+from core.prior import schedule
+from core.prior.model import WDiffusionConfig, build_wdiffusion, load_wdiffusion, save_wdiffusion
+from core.prior.priors import (
+    ClusterPrior,
+    MeanPrior,
+    Prior,
+    log_density_proxy,
+    make_prior,
+    wstats_from_generator,
+)
+from core.prior.samplers import ContinuousDDIM, guided_eps, sample_ddim, sample_pc, uniform_times
+from core.prior.samplers.ddim import make_diffusers_ddim, sample_diffusers
+from tests.conftest import tiny_stylegan
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+BUNDLED_PRIOR = bundled_model("wdiffusion-cats64.safetensors")
+needs_bundled = pytest.mark.skipif(
+    not (BUNDLED_PRIOR.is_file() and bundled_model(DEFAULT_GENERATOR).is_file()),
+    reason="bundled generator or W prior missing",
+)
+
+
+class GaussianEps(torch.nn.Module):
+    """The exact noise predictor for data x_0 ~ N(0, s^2 I): eps = sqrt(1 - ab) x_t / (ab s^2 + 1 - ab)."""
+
+    def __init__(self, s: float) -> None:
+        super().__init__()
+        self.s = s
+
+    def forward(self, x, t):
+        ab = schedule.alpha_bar(t).to(x).view(-1, 1)
+        return (1 - ab).sqrt() * x / (ab * self.s**2 + 1 - ab)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These small matmuls run 10x slower (in CPU time) on two threads when the cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from core.models.io import load_generator
+    from core.prior.priors import load_wstats, wstats_path_for
+
+    G = load_generator(bundled_model(DEFAULT_GENERATOR))
+    return G, load_wdiffusion(BUNDLED_PRIOR), load_wstats(wstats_path_for(bundled_model(DEFAULT_GENERATOR)))
+
+
+# --- schedule and samplers ------------------------------------------------------------------------
+
+
+def test_schedule_matches_diffusers_cosine_table():
+    sched = make_diffusers_ddim(10)
+    i = torch.tensor([0, 10, 250, 500, 900, 990])
+    ours = schedule.alpha_bar(schedule.index_time(i))
+    assert torch.allclose(ours.float(), sched.alphas_cumprod[i], rtol=1e-4, atol=1e-7)
+    assert bool((schedule.alpha_bar(torch.linspace(0, 1, 50)).diff() < 0).all())
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_our_ddim_step_equals_diffusers(eta):
+    model = GaussianEps(0.7)
+    x_T = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    ours = sample_ddim(model, x_T, steps=20, eta=eta, generator=torch.Generator().manual_seed(2))
+    theirs = sample_diffusers(model, x_T, steps=20, eta=eta, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(ours, theirs, atol=2e-3), (ours - theirs).abs().max()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral", "pc"])
+def test_samplers_draw_the_data_distribution_from_the_exact_score(sampler):
+    s = 0.5  # x_0 ~ N(0, 0.25 I): samples must come out with std 0.5, not the prior's 1
+    gen = torch.Generator().manual_seed(0)
+    x_T = torch.randn(2000, 4, generator=gen)
+    if sampler == "pc":
+        x = sample_pc(GaussianEps(s), x_T, steps=200, generator=gen, snr=0.1)
+    else:
+        eta = 1.0 if sampler == "ancestral" else 0.0
+        x = sample_ddim(GaussianEps(s), x_T, steps=200, eta=eta, generator=gen)
+    assert abs(float(x.std()) - s) < 0.015  # the std's own sampling error here is about 0.004
+    assert abs(float(x.mean())) < 0.02
+
+
+@pytest.mark.parametrize("mode", ["x0", "xt"])
+def test_guidance_pulls_samples_towards_low_task_loss(mode):
+    target = torch.full((4,), 0.8)
+
+    def run(scale: float) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(512, 4, generator=gen)
+        sched = ContinuousDDIM(uniform_times(30), eta=1.0)
+        for t in sched.timesteps:
+            eps, _, _ = guided_eps(
+                GaussianEps(0.5), x, t, lambda x0: (x0 - target).square().sum(1), scale=scale
+            )
+            x = sched.step(eps, t, x, generator=gen)
+        return (x - target).square().sum(1).mean()
+
+    assert run(1.0) < 0.5 * run(0.0)
+
+
+# --- priors -------------------------------------------------------------------------------------------
+
+
+def _descent(prior: Prior, w: torch.Tensor) -> torch.Tensor:
+    w = w.clone().requires_grad_(True)
+    prior.penalty(w).sum().backward()
+    return -w.grad
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
+
+
+def test_mean_prior_descends_towards_the_mean_w():
+    mean = torch.randn(16)
+    w = torch.randn(5, 16) * 2
+    assert bool((_cos(_descent(MeanPrior(mean, weight=0.1), w), mean - w) > 0.999).all())
+    wplus = torch.randn(5, 3, 16)  # w+: every row towards the mean
+    assert bool((_cos(_descent(MeanPrior(mean, weight=0.1), wplus), mean - wplus) > 0.999).all())
+
+
+def test_cluster_prior_descends_towards_the_nearest_centre():
+    centres = torch.eye(16)[:4] * 5  # four far-apart centres
+    w = centres[[2, 0, 3]] + 0.5 * torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    descent = _descent(ClusterPrior(centres, weight=1.0), w)
+    assert bool((_cos(descent, centres[[2, 0, 3]] - w) > 0.999).all())
+    assert bool((_cos(descent, centres[[1, 1, 1]] - w) < 0.9).all())  # not towards another centre
+
+
+def test_none_prior_adds_nothing(G):
+    w = G.sample_w(3).requires_grad_(True)
+    assert torch.equal(Prior().penalty(w), torch.zeros(3)) and not Prior().penalty(w).requires_grad
+    assert torch.equal(Prior().project(w), w)
+
+
+def test_wstats_from_generator_orders_centres_by_population(G):
+    stats = wstats_from_generator(G, n=500, k=4)
+    assert stats.centres.shape == (4, G.w_dim) and bool((stats.counts.diff() <= 0).all())
+    with pytest.raises(ValueError):
+        make_prior("cluster")
+
+
+# --- the trained prior ------------------------------------------------------------------------------
+
+
+def _denoise_errors(model, x0: torch.Tensor, t: float) -> tuple[float, float]:
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    tv = torch.full((x0.shape[0],), t)
+    x_t = schedule.add_noise(x0, eps, tv)
+    with torch.no_grad():
+        x0_hat = schedule.predict_x0(model(x_t, tv), t, x_t)
+    return float((x_t - x0).square().mean()), float((x0_hat - x0).square().mean())
+
+
+@needs_bundled
+@pytest.mark.parametrize("t", [0.1, 0.3, 0.5])
+def test_bundled_prior_denoises_mapping_samples(bundled, t):
+    G, model, _ = bundled
+    x0 = model.normalize(G.sample_w(1024, seed=999))  # fresh draws, not the training stream
+    noisy, denoised = _denoise_errors(model, x0, t)
+    assert denoised < 0.9 * noisy, (noisy, denoised)
+
+
+@needs_bundled
+def test_bundled_prior_samples_and_projection_stay_on_the_manifold(bundled):
+    from core.prior.samplers import sample_w
+
+    G, model, _ = bundled
+    w_data = G.sample_w(512, seed=7)
+    ld_data = log_density_proxy(model, w_data)
+    lo = float(torch.quantile(ld_data, 0.01))
+    samples = sample_w(model, 256, sampler="pc", steps=30, seed=1)
+    assert float(log_density_proxy(model, samples).median()) > lo
+    # Latents perturbed by half a std per dim leave the data range; ten groups of K denoising updates
+    # (what ten task steps apply) bring them back into it and closer to where they came from.
+    noise = torch.randn(64, G.w_dim, generator=torch.Generator().manual_seed(2))
+    off = w_data[:64] + 0.5 * model.std * noise
+    prior, back = make_prior("diffusion", model=model), off
+    for _ in range(10):
+        back = prior.project(back)
+    assert float(log_density_proxy(model, off).mean()) < lo < float(log_density_proxy(model, back).mean())
+    assert (back - w_data[:64]).square().mean() < 0.7 * (off - w_data[:64]).square().mean()
+
+
+@needs_bundled
+def test_projection_with_diffusion_prior_lowers_task_loss_within_data_range(bundled):
+    from core.clip import bundled_clip_paths, load_clip
+
+    if not bundled_clip_paths()[1].is_file():
+        pytest.skip("bundled CLIP missing")
+    G, model, _ = bundled
+    clip = load_clip()
+    lo = float(torch.quantile(log_density_proxy(model, G.sample_w(512, seed=7)), 0.01))
+    runs = {}
+    for prior in ("none", "diffusion"):
+        p = ProjectParams(task="clip", prompt="a black cat", prior=prior, steps=10, num_samples=3)
+        events = []
+        runs[prior] = run_to_completion(project(p, G, clip=clip, prior_model=model), events.append)
+    assert len(events) == 10 and events[-1].preview.shape == (3, 64, 64, 3)
+    result = runs["diffusion"]
+    assert float(result.task_loss.mean()) < events[0].losses["task"] - 0.05
+    # Without a prior the same steps leave the data range; the denoising groups keep the latents in it.
+    assert bool((result.log_density > lo).all()), (result.log_density, lo)
+    assert float(runs["none"].log_density.mean()) < lo < float(result.log_density.mean())
+
+
+# --- training, files ------------------------------------------------------------------------------
+
+
+def test_training_resumes_exactly_and_exports(tmp_path):
+    from core.models.io import save_generator
+    from core.training import wdiffusion
+
+    gen_path = save_generator(tiny_stylegan(), tmp_path / "g.safetensors")
+    common = ["--generator", str(gen_path), "--threads", "1", "--width", "64", "--groups", "8"]
+    common += ["--batch", "64", "--checkpoint-minutes", "100"]
+    wdiffusion.main([*common, "--out", str(tmp_path / "a"), "--kimg", "1.28"])  # 20 steps in one go
+    wdiffusion.main([*common, "--out", str(tmp_path / "b"), "--kimg", "0.64"])  # 10 + 10 resumed
+    wdiffusion.main(["--out", str(tmp_path / "b"), "--kimg", "1.28", "--resume", "--threads", "1"])
+    ema_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state"]["ema"]
+    ema_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]["ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    out = tmp_path / "prior.safetensors"
+    wdiffusion.main(["export", "--run", str(tmp_path / "b"), "--out", str(out), "--eval-latents", "64"])
+    card = json.loads(out.with_suffix(".json").read_text())
+    from core.training.common import sha256_file
+
+    assert card["sha256"] == sha256_file(out) and card["generator_sha256"] == sha256_file(gen_path)
+    assert card["training"]["kimg"] == pytest.approx(1.28) and len(card["quality"]["denoising_mse"]) == 5
+    model = load_wdiffusion(out)
+    assert all(torch.equal(model.state_dict()[k], ema_b[k]) for k in ema_b)
+
+
+def test_short_training_learns_to_denoise(G):
+    from core.training.wdiffusion import TrainConfig, WDiffusionTrainer
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(width=64, groups=8, batch=128, lr=3e-3, warmup=10, ema=0.9)
+    trainer = WDiffusionTrainer(cfg, torch.device("cpu"), G, wstats_from_generator(G, n=2000, k=2))
+    x0 = trainer.model.normalize(G.sample_w(512, seed=5))
+    before = _denoise_errors(trainer.ema, x0, 0.5)[1]
+    for _ in range(150):
+        trainer.step()
+    noisy, after = _denoise_errors(trainer.ema, x0, 0.5)
+    assert after < before and after < noisy
+
+
+def test_wplus_model_samples_wplus_and_rejects_other_spaces(G):
+    from core.prior.samplers import sample_w
+
+    model = build_wdiffusion(WDiffusionConfig(w_dim=G.w_dim, num_ws=G.num_ws, space="w+", width=32, groups=8))
+    w = sample_w(model, 3, sampler="ddim", steps=4)
+    assert w.shape == (3, G.num_ws, G.w_dim)
+    with pytest.raises(ValueError):
+        WDiffusionConfig(w_dim=8, num_ws=2, space="w")
+
+
+def test_prior_file_round_trip(tmp_path):
+    model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=32, groups=8), seed=3)
+    model.set_stats(torch.randn(16), torch.rand(16) + 0.5)
+    torch.nn.init.normal_(model.out.weight)  # zero-initialised: make the output depend on the weights
+    path = save_wdiffusion(model, tmp_path / "p.safetensors", metadata={"generator_sha256": "abc"})
+    loaded = load_wdiffusion(path)
+    x, t = torch.randn(4, 16), torch.rand(4)
+    assert torch.equal(loaded(x, t), model(x, t))
+    from core.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError):
+        load_wdiffusion(tmp_path / "missing.safetensors")
+
+
+# --- the projection job ---------------------------------------------------------------------------
+
+
+def _target(r: int = 16) -> np.ndarray:
+    return (np.random.default_rng(0).random((r, r, 3)) * 255).astype(np.uint8)
+
+
+def _tiny_prior(G):
+    model = build_wdiffusion(WDiffusionConfig(w_dim=G.w_dim, width=32, groups=8), seed=0)
+    stats = wstats_from_generator(G, n=500, k=4)
+    model.set_stats(stats.mean, stats.std)
+    return model.eval().requires_grad_(False), stats
+
+
+@pytest.mark.parametrize("prior", ["none", "mean", "cluster", "diffusion", "task-guided"])
+def test_every_prior_runs_and_cancel_stops_within_one_step(G, prior):
+    model, stats = _tiny_prior(G)
+    mask = np.zeros((16, 16), np.float32)
+    mask[:, :8] = 1
+    p = ProjectParams(task="inpaint", target=_target(), mask=mask, prior=prior, steps=6, num_samples=2)
+    cancel = CancelToken()
+    job = project(p, G, prior_model=model, wstats=stats, cancel=cancel)
+    first = next(job)
+    assert first.step == 1 and math.isfinite(first.losses["task"])
+    cancel.cancel()
+    with pytest.raises(StopIteration) as stop:
+        next(job)
+    result = stop.value.value
+    assert result.cancelled and len(result.loss_history) == 1 and result.images.shape == (2, 16, 16, 3)
+
+
+def test_mean_prior_pulls_projection_towards_mean(G):
+    _, stats = _tiny_prior(G)
+    base = ProjectParams(task="similarity", target=_target(), prior="none", steps=15, num_samples=3, lr=0.05)
+    free = run_to_completion(project(base, G))
+    mean = run_to_completion(project(replace(base, prior="mean", prior_weight=50.0), G, wstats=stats))
+    dist = [np.square(r.latent - stats.mean.numpy()).sum(1).mean() for r in (free, mean)]
+    assert dist[1] < dist[0]
+
+
+def test_params_reject_bad_combinations():
+    with pytest.raises(JobError):
+        ProjectParams(task="clip", prompt="  ")
+    with pytest.raises(JobError):
+        ProjectParams(task="inpaint", target=_target())  # no mask
+    with pytest.raises(JobError):
+        ProjectParams(task="clip", prompt="x", prior="magic")
+    with pytest.raises(JobError):
+        ProjectParams(task="clip", prompt="x", space="z")
+
+
+def test_diffusion_prior_needs_a_model(G):
+    p = ProjectParams(task="similarity", target=_target(), prior="diffusion", steps=1, num_samples=1)
+    with pytest.raises(JobError):
+        next(project(p, G))
+
+
+def test_wplus_projection_with_w_model_denoises_each_row(G):
+    model, stats = _tiny_prior(G)
+    p = ProjectParams(
+        task="similarity", target=_target(), prior="diffusion", space="w+", steps=2, num_samples=2
+    )
+    result = run_to_completion(project(p, G, prior_model=model))
+    assert result.latent.shape == (2, G.num_ws, G.w_dim) and result.log_density.shape == (2,)
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    from PIL import Image
+
+    from core.clip import build_clip, save_clip
+    from core.models.io import save_generator
+
+    d = tmp_path_factory.mktemp("cli")
+    G = tiny_stylegan()
+    save_generator(G, d / "g.safetensors")
+    model, _ = _tiny_prior(G)
+    save_wdiffusion(model, d / "prior.safetensors")
+    save_clip(build_clip(TINY_CLIP, seed=0), d / "clip.safetensors")
+    Image.fromarray(_target(32)).save(d / "target.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255
+    Image.fromarray(mask).save(d / "hole.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[4:12, :, :3], rgba[4:12, :, 3] = 200, 255
+    Image.fromarray(rgba, "RGBA").save(d / "scribble.png")
+    return d
+
+
+@pytest.mark.parametrize(
+    "task, prior, extra",
+    [
+        ("clip", "diffusion", ["--prompt", "a grey cat"]),
+        ("clip", "task-guided", ["--prompt", "a grey cat"]),
+        ("inpaint", "cluster", ["--image", "target.png", "--mask", "hole.png", "--hole"]),
+        ("similarity", "mean", ["--image", "target.png"]),
+        ("scribble", "none", ["--image", "scribble.png", "--scribble"]),
+    ],
+)
+def test_cli_project_runs_each_task(cli_files, tmp_path, task, prior, extra):
+    from core.cli import main
+
+    d = cli_files
+    extra = [str(d / a) if a.endswith(".png") else a for a in extra]
+    out = tmp_path / "out"
+    argv = ["project", "--task", task, "--prior", prior, "--samples", "2", "--steps", "3", "--out", str(out)]
+    argv += ["--model", str(d / "g.safetensors"), "--prior-model", str(d / "prior.safetensors")]
+    argv += ["--clip-weights", str(d / "clip.safetensors"), "--perceptual", "none", *extra]
+    assert main(argv) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["task_loss"]) == 2 and all(math.isfinite(v) for v in run["task_loss"])
+    assert (
+        len(run["loss_history"]) == 3 and (out / "result_1.png").is_file() and (out / "latent.npz").is_file()
+    )
