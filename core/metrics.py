@@ -15,6 +15,8 @@ each other and with the baseline here; they are not comparable with Inception-fe
     python -m core.metrics realism --write-cards   # KID/FID table into the generators' model cards
     python -m core.metrics clip --write-card       # zero-shot + perceptual tables into the CLIP card
                                                    # (same as python -m core.training.clip eval ...)
+    python -m core.metrics inversion --write-card  # PSNR of z / w / w+ inversion (core.inversion_quality)
+    python -m core.metrics scribble --write-card   # scribble-to-image on tests/data/scribbles
 """
 
 from __future__ import annotations
@@ -493,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-pairs", type=int, default=200, help="held-out images for the distortion ranking")
     c.add_argument("--write-card", action="store_true", help="store the tables in the CLIP's model card")
     c.set_defaults(func=cmd_clip)
+    from core.inversion_quality import add_parsers as add_inversion_parsers
+
+    add_inversion_parsers(sub, common)
     return ap
 
 

@@ -37,7 +37,7 @@ def test_scribble_job_in_a_real_window(tmp_path):
     xvfb, display = _start_xvfb()
     conf = tmp_path / ".config" / "LatentCanvas" / "LatentCanvas.conf"  # QSettings' file under HOME
     conf.parent.mkdir(parents=True)
-    conf.write_text("[invert]\nsteps=10\n")
+    conf.write_text("[General]\nconfirm_close=false\n\n[invert]\nsteps=10\n")  # quit without a dialog
     env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "HOME": str(tmp_path)}
     app = subprocess.Popen(
         [sys.executable, "-m", "desktop.app", "--model", str(model), "--smoke-screenshot", str(shot)],
@@ -46,13 +46,20 @@ def test_scribble_job_in_a_real_window(tmp_path):
     try:
         rect = None
         deadline = time.time() + 240
+        lines = []
         while rect is None and time.time() < deadline:
             line = app.stdout.readline()
+            if not line and app.poll() is not None:
+                break  # the app exited (e.g. Qt's xcb plugin could not load): fail now, with its output
+            lines.append(line)
             if line.startswith("canvas-rect"):
                 rect = [int(v) for v in line.split()[1:]]
-        assert rect, "the app never reported its canvas"
+        assert rect, "the app never reported its canvas:\n" + "".join(lines[-20:])
         x, y, side, _ = rect
         xdo = lambda *a: subprocess.run(["xdotool", *map(str, a)], env=env, check=True)  # noqa: E731
+        # The model can be ready before X has mapped the window: events sent then reach the root window.
+        xdo("search", "--sync", "--onlyvisible", "--name", "Latent Canvas")
+        time.sleep(1.0)
         xdo("mousemove", x + side // 5, y + side // 5, "mousedown", "1")
         for i in range(1, 11):
             xdo("mousemove", x + side // 5 + i * side // 17, y + side // 5 + i * side // 17)

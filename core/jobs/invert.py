@@ -39,21 +39,24 @@ class InvertResult:
 
 
 def image_to_tensor(image: np.ndarray, resolution: int, device) -> torch.Tensor:
-    """[H, W, 3] uint8 -> [1, 3, R, R] float in [-1, 1] (area-resampled to the model resolution)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    """[H, W, 3] (or [N, H, W, 3]) uint8 -> [1 or N, 3, R, R] float in [-1, 1] (area-resampled to the
+    model resolution)."""
+    if image.ndim not in (3, 4) or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise JobError(f"target must be an [H, W, 3] uint8 RGB array, got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    batch = image if image.ndim == 4 else image[None]
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return _resize(x, resolution).to(device)
 
 
 def mask_to_tensor(mask: np.ndarray | None, resolution: int, device) -> torch.Tensor | None:
     if mask is None:
         return None
-    if mask.ndim != 2:
+    if mask.ndim not in (2, 3):
         raise JobError(f"mask must be [H, W], got shape {mask.shape}")
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).clamp(0, 1)[None, None]
-    m = _resize(m, resolution)
-    if float(m.max()) <= 0:
+    batch = mask if mask.ndim == 3 else mask[None]
+    m = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).clamp(0, 1)[:, None]
+    m = _resize(m, resolution)  # [1 or N, 1, R, R]
+    if float(m.flatten(1).amax(1).min()) <= 0:
         raise JobError("the mask is empty: paint where the image should match")
     return m.to(device)
 
@@ -158,8 +161,8 @@ def invert(
         raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
     G.eval().requires_grad_(False)  # gradients flow to the latent only
     device = G.device_of()
-    target = image_to_tensor(p.target, G.resolution, device)  # [1, 3, R, R]
-    mask = mask_to_tensor(p.mask, G.resolution, device)  # [1, 1, R, R] or None
+    target = image_to_tensor(p.target, G.resolution, device)  # [1 or N, 3, R, R]
+    mask = mask_to_tensor(p.mask, G.resolution, device)  # [1 or N, 1, R, R] or None
     use_perc = p.perceptual_weight > 0
     with torch.no_grad():  # target features once per job, not every step
         target_feats = perceptual_loss.prepare(target) if use_perc else None

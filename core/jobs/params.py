@@ -12,8 +12,8 @@ from core.types import LatentSpace
 
 @dataclass(frozen=True)
 class InvertParams:
-    target: np.ndarray  # [H, W, 3] uint8 RGB; resized to the generator's resolution
-    mask: np.ndarray | None = None  # [H, W] float in [0, 1]; loss only where > 0; None = everywhere
+    target: np.ndarray  # [H, W, 3] uint8 RGB, or [N, H, W, 3]: one per sample; resized to the model's size
+    mask: np.ndarray | None = None  # [H, W] (or [N, H, W]) float in [0, 1]; loss only where > 0; None = all
     space: LatentSpace = LatentSpace.W_PLUS
     init: str = "mean"  # "mean" | "random" | "latent" (warm start from init_latent)
     init_latent: np.ndarray | None = None  # latent in `space`'s shape, for init="latent"
@@ -36,4 +36,7 @@ class InvertParams:
             raise JobError("init='latent' needs init_latent")
         if self.steps < 1 or self.num_samples < 1 or self.preview_every < 1:
             raise JobError("steps, num_samples and preview_every must be >= 1")
+        for name, a, single in (("target", self.target, 3), ("mask", self.mask, 2)):
+            if a is not None and a.ndim == single + 1 and a.shape[0] != self.num_samples:
+                raise JobError(f"a batch of {a.shape[0]} {name}s needs num_samples={a.shape[0]}")
         object.__setattr__(self, "space", LatentSpace(self.space))
