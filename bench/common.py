@@ -14,7 +14,7 @@ def machine() -> str:
     import torch
 
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cpu = platform.processor() or platform.machine()
+    cpu = _cpu_model() or platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({threads} threads), {dev}"
 
@@ -46,3 +46,11 @@ class Table:
         lines.append("|" + "---|" * len(self.columns))
         lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in self.rows]
         return "\n".join(lines) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        return ""

@@ -138,13 +138,22 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
             [f.ws[0] for f in files],
         )
     )
-    G, _ = _load_generator(a.model or files[0].meta.get("model"), a.device)
+    G, model_path = _load_generator(a.model or files[0].meta.get("model"), a.device)
     frames = Interpolator(G, lats, space).frames(a.frames)
     out = Path(a.out)
     for i, fr in enumerate(frames):
         save_png(fr, out / f"frame_{i:03d}.png")
     strip = np.concatenate(list(frames), axis=1)
     save_png(strip, out / "strip.png")
+    run_info = {
+        "command": "interpolate",
+        "latents": [str(p) for p in a.latents],
+        "model": str(model_path),
+        "space": space.value,
+        "method": "slerp" if space is LatentSpace.Z else "lerp",
+        "frames": a.frames,
+    }
+    (out / "run.json").write_text(json.dumps(run_info, indent=1))
     print(f"wrote {len(frames)} frames ({space.value}) to {out}")
     return 0
 

@@ -53,6 +53,34 @@ def test_scribble_and_interpolate(setup):
     assert len(frames) == 5
     np.testing.assert_array_equal(load_image(frames[0]), load_image(tmp / "s/result.png"))
     np.testing.assert_array_equal(load_image(frames[-1]), load_image(tmp / "b/result.png"))
+    run = json.loads((tmp / "ab" / "run.json").read_text())
+    assert run["frames"] == 5 and run["method"] == "lerp" and run["model"] == str(model)
+
+
+def test_mask_and_hole_select_where_the_loss_looks(setup):
+    """--mask: loss only where the mask is white; --hole: the mask marks a hole, loss everywhere else.
+    Repainting the ignored half of the image must leave the logged loss exactly as it was."""
+    tmp, model, a, _ = setup
+    left = np.zeros((16, 16, 3), np.uint8)
+    left[:, :8] = 255
+    mask = save_png(left, tmp / "left.png")
+    image = load_image(a)
+    repainted = {"right": image.copy(), "left": image.copy()}
+    repainted["right"][:, 8:] = (255, 0, 255)
+    repainted["left"][:, :8] = (255, 0, 255)
+
+    def first_l1(img: np.ndarray, *extra: str) -> float:
+        path = save_png(img, tmp / f"t{len(list(tmp.glob('t*.png')))}.png")
+        out = tmp / path.stem
+        assert main(["invert", "--image", str(path), "--model", str(model), "--steps", "1", "--perceptual",
+                     "none", "--mask", str(mask), *extra, "--out", str(out)]) == 0  # fmt: skip
+        return json.loads((out / "run.json").read_text())["loss_history"][0]["l1"]
+
+    base_mask, base_hole = first_l1(image), first_l1(image, "--hole")
+    assert first_l1(repainted["right"]) == base_mask  # outside the mask: ignored
+    assert first_l1(repainted["left"]) != base_mask
+    assert first_l1(repainted["left"], "--hole") == base_hole  # inside the hole: ignored
+    assert first_l1(repainted["right"], "--hole") != base_hole
 
 
 def test_bad_inputs_give_messages_not_tracebacks(setup, capsys):

@@ -25,21 +25,14 @@ def perceptual():
     return make_perceptual_loss("bundled")
 
 
-def test_batched_targets_match_one_at_a_time(G):
+def test_inversion_quality_orders_w_plus_over_w_over_z(G, perceptual):
+    """The seed's ordering on held-out cats: w+ best, z worst (the card has the 500-step numbers)."""
     targets = iq.held_out_images(2)
-    both = iq.invert_batch(G, targets, space="w", init="mean", steps=3, perceptual=None)
-    one = iq.invert_batch(G, targets[1:], space="w", init="mean", steps=3, perceptual=None)
-    np.testing.assert_allclose(both.latent[1], one.latent[0], atol=1e-4)
-
-
-def test_w_plus_inverts_held_out_cats_better_than_z(G, perceptual):
-    targets = iq.held_out_images(2)
-    got = {
-        s: iq.psnr(iq.invert_batch(G, targets, space=s, init="mean", steps=80, perceptual=perceptual).images,
-                   targets).mean()
-        for s in ("z", "w+")
-    }  # fmt: skip
-    assert got["w+"] > got["z"] + 1.0, got
+    got = {}
+    for space in ("z", "w", "w+"):
+        r = iq.invert_batch(G, targets, space=space, init="mean", steps=60, perceptual=perceptual)
+        got[space] = iq.psnr(r.images, targets).mean()
+    assert got["w+"] > got["w"] + 0.5 and got["w"] > got["z"] + 0.5, got
 
 
 def test_cli_invert_reaches_the_model_card_psnr(tmp_path):

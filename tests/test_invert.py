@@ -143,3 +143,39 @@ def test_target_is_resized_to_model_resolution(G):
     big = np.kron(target_from(G), np.ones((4, 4, 1), np.uint8))  # 64x64 upscaled copy of a 16x16 target
     res = run(G, target=big, space="w+", steps=3)
     assert res.images.shape[1:3] == (G.resolution, G.resolution)
+
+
+class CountingPerceptual(torch.nn.Module):
+    """A perceptual loss (the job's protocol) that counts how often the target is encoded."""
+
+    def __init__(self):
+        super().__init__()
+        self.prepared = self.called = 0
+
+    def prepare(self, target):
+        self.prepared += 1
+        return [target.mean((2, 3))]  # [N, 3] "features"
+
+    def forward(self, pred, feats, mask=None):
+        self.called += 1
+        return (pred.mean((2, 3)) - feats[0]).square().sum(1)  # [N]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_target_features_are_computed_once_per_job(G, optimizer):
+    perc = CountingPerceptual()
+    res = run_to_completion(
+        invert(InvertParams(target=target_from(G), steps=6, optimizer=optimizer, perceptual_weight=1.0), G,
+               perceptual_loss=perc)
+    )  # fmt: skip
+    assert perc.prepared == 1 and perc.called >= 6  # L-BFGS evaluates more points per step
+    assert res.loss_history[-1]["perceptual"] < res.loss_history[0]["perceptual"]
+
+
+def test_a_batch_of_targets_gives_each_latent_its_own(G):
+    a, b = target_from(G, 1), target_from(G, 2)
+    both = run(G, target=np.stack([a, b]), num_samples=2, space="w", steps=20)
+    alone = run(G, target=b, space="w", steps=20)
+    np.testing.assert_allclose(both.latent[1], alone.latent[0], atol=1e-4)
+    with pytest.raises(JobError, match="num_samples=2"):
+        InvertParams(target=np.stack([a, b]), num_samples=3)

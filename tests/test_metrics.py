@@ -105,3 +105,26 @@ def test_write_quality_keeps_the_rest_of_the_card(tmp_path):
     assert doc == {"file": "m.safetensors", "quality": {"old": 1, "realism": {"kid": 0.1}}}
     with pytest.raises(FileNotFoundError):
         metrics.write_quality(tmp_path / "missing.json", "x", {})
+
+
+@pytest.mark.slow
+def test_bundled_generators_are_as_realistic_as_their_cards_say():
+    """Quality tier: the shipped StyleGAN2 beats the DCGAN and stays near its card's KID; real vs real
+    stays near zero. 500 images a set (the cards used 5000: KID is unbiased, only noisier here)."""
+    from core.clip import load_clip
+    from core.models.io import load_generator
+    from core.paths import bundled_model
+
+    clip = load_clip(device="cpu")
+    real = metrics.clip_features(clip, metrics.procedural_batches(500, split="eval"))
+    train = metrics.clip_features(clip, metrics.procedural_batches(500, split="train"))
+    assert metrics.kid(train, real, subsets=20)[0] < 0.05
+    got = {}
+    for name in ("stylegan2-cats64.safetensors", "dcgan-cats64.safetensors"):
+        card = json.loads(bundled_model(name).with_suffix(".json").read_text())["quality"]["realism"]["model"]
+        feats = metrics.clip_features(
+            clip, metrics.generator_batches(load_generator(bundled_model(name)), 500)
+        )
+        got[name] = metrics.kid(feats, real, subsets=20)[0]
+        assert abs(got[name] - card["kid"]) < 0.25 * card["kid"] + 0.05, (name, got[name], card["kid"])
+    assert got["stylegan2-cats64.safetensors"] < 0.5 * got["dcgan-cats64.safetensors"]

@@ -446,6 +446,24 @@ def test_cli_sdedit(tiny_dir, tmp_path):
 # --- the bundled model's training script ----------------------------------------------------------------
 
 
+def test_text_tower_port_matches_open_clip():
+    """The CLIPTextModel made from an open_clip text tower gives the same per-token hidden states (what
+    the UNet cross-attends to), from the same token ids, as open_clip itself."""
+    from core.clip import build_clip
+    from core.sd.textclip import hf_text_model, hf_tokenizer, open_clip_hidden_states
+    from core.training.clip import TrainConfig as ClipConfig
+
+    clip = build_clip(ClipConfig(context_length=16, text_layers=2).open_clip_config(), seed=3)
+    prompts = ["an orange tabby cat with green eyes", "", "a portrait of a white kitten, pink background"]
+    ref_ids = clip.tokenize(prompts)  # open_clip's SimpleTokenizer
+    tok = hf_tokenizer(16)
+    ids = torch.tensor(tok(prompts, padding="max_length", max_length=16, truncation=True).input_ids)
+    assert torch.equal(ids, ref_ids.cpu())
+    with torch.no_grad():
+        ours = hf_text_model(clip.model)(ids)[0]
+    torch.testing.assert_close(ours, open_clip_hidden_states(clip.model, ref_ids), atol=1e-5, rtol=1e-5)
+
+
 def test_tinysd_trains_resumes_exports_and_loads(tmp_path):
     """Two iterations of the real training code on a random CLIP text tower, a checkpoint round trip,
     the export, and the exported folder through the same SDEdit code path."""
@@ -505,3 +523,17 @@ def test_bundled_model_trades_the_guide_for_the_prompt_as_N_grows():
     )
     assert high["l1"] > low["l1"] + 0.03
     assert high["clip_prompt"] > low["clip_prompt"] + 5
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "want"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, want):
+    from core.sd.model import choose_device, default_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    dev = choose_device("auto")
+    assert dev.type == want
+    assert default_dtype(dev) == (torch.float16 if want == "cuda" else torch.float32)
+    assert choose_device("cuda:1") == torch.device("cuda", 1)  # an explicit choice is kept as given

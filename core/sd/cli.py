@@ -146,7 +146,7 @@ def register(sub) -> None:
     sd.add_argument("--config", help="diffusers folder or hub id with a single file's configs")
     sd.add_argument("--allow-download", action="store_true", help="a hub id or configs may be downloaded")
     sd.add_argument("--save-previews", action="store_true", help="write each step's x0 preview")
-    sd.add_argument("--out", required=True)
+    sd.add_argument("--out", default="out/sdedit", help="output folder (default: out/sdedit)")
     sd.set_defaults(func=cmd_sdedit)
 
     mo = sub.add_parser("models", help="known models, where they are, and downloads on request")

@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -340,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = evaluate(model, guides=a.guides, samples=a.samples, seed=a.seed, full=not a.no_full_ddpm)
     picture(model, Path(a.picture))
     meta = {
-        "command": "python -m core.sd.evaluate " + " ".join(argv if argv is not None else []),
+        "command": " ".join(["python -m core.sd.evaluate", *(sys.argv[1:] if argv is None else argv)]),
         "device": f"{model.device} ({a.threads} thread{'s' if a.threads > 1 else ''})",
         "when": time.strftime("%Y-%m-%d"),
         "minutes": (time.time() - started) / 60,
