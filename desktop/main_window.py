@@ -326,12 +326,13 @@ class MainWindow(QMainWindow):
 
     # --- models ---
     def known_models(self) -> list[Path]:
-        from core.paths import resources_dir
+        """The bundled generators, then those the model manager finds in the user's model folders,
+        then files opened before, then the current one."""
+        from core.models.manager import generator_files
 
-        bundled = sorted((resources_dir() / "models").glob("*.safetensors"))
-        bundled = [p for p in bundled if _is_generator_file(p)]
+        found = generator_files()  # reads safetensors headers only: cheap, and torch-free
         extra = [Path(p) for p in (self.settings.value("models", []) or []) if isinstance(p, str)]
-        return list(dict.fromkeys([*bundled, *extra, self.model_path]))
+        return list(dict.fromkeys([*found, *extra, self.model_path]))
 
     def _refresh_models(self) -> None:
         self.model_picker.blockSignals(True)
@@ -749,17 +750,3 @@ def _mask_rgba(mask: np.ndarray) -> np.ndarray:
 def _describe_params(entry: HistoryEntry) -> str:
     lines = [f"{entry.kind}, seed {entry.seed}"] + [f"{k}: {v}" for k, v in entry.params.items()]
     return "\n".join(lines)
-
-
-def _is_generator_file(path: Path) -> bool:
-    """Bundled folder also holds CLIP, priors and W statistics: list only generator files."""
-    import json
-
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file() or path.name.endswith(".wstats.safetensors"):
-        return False
-    try:
-        arch = json.loads(sidecar.read_text()).get("config", {}).get("arch", "")
-    except (OSError, ValueError):
-        return False
-    return arch in ("stylegan2", "dcgan")

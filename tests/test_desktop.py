@@ -369,3 +369,94 @@ def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path):
     _wait_result(window, qtbot)
     entry = window.history_entries[0]
     assert entry.kind == "sdedit" and entry.images.ndim == 4 and entry.params["steps"] == 10
+
+
+def test_model_picker_lists_generators_the_model_manager_finds(qtbot, tmp_path, monkeypatch, settings):
+    user = tmp_path / "user-models"
+    user.mkdir()
+    mine = save_generator(tiny_stylegan(seed=1), user / "my-cats.safetensors")
+    (user / "notes.safetensors").write_bytes(b"not a model")  # skipped, never fatal to the listing
+    monkeypatch.setenv("LATENT_CANVAS_MODELS", str(user))
+    w = MainWindow(mine, settings=settings)
+    qtbot.addWidget(w)
+    items = {w.model_picker.itemText(i): w.model_picker.itemData(i) for i in range(w.model_picker.count())}
+    assert items["my-cats"] == str(mine) and "stylegan2-cats64" in items and "notes" not in items
+    w.worker.stop()
+
+
+def test_missing_model_locate_button_loads_the_chosen_file(
+    qtbot, tmp_path, monkeypatch, settings, model_file
+):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(model_file), ""))
+    messages = []
+
+    def click_locate() -> None:  # the box is modal: find it once it is up and press its Locate button
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(50, click_locate)
+            return
+        messages.append(box.text())
+        next(b for b in box.buttons() if b.text() == "Locate…").click()
+
+    QTimer.singleShot(50, click_locate)
+    w = MainWindow(tmp_path / "moved.safetensors", settings=settings)
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    assert "moved.safetensors" in messages[0] and w.model_path == model_file
+    w.worker.stop()
+
+
+def test_a_finished_job_is_autosaved(window, qtbot):
+    from core.project import load_project
+
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(3)
+    window.run_job()
+    _wait_result(window, qtbot)
+    saved = load_project(window.autosave_session.path)  # written on completion, not by the timer
+    assert len(saved.history) == 1 and saved.history[0].latent is not None
+
+
+def test_cancel_through_the_worker_stops_within_one_step(qtbot, model_file, monkeypatch):
+    """Cancel from the GUI thread while the worker optimises: at most the step in flight completes."""
+    import threading
+
+    from core.gan.stylegan2 import StyleGAN2Generator
+    from core.jobs.params import InvertParams
+
+    calls = []
+    real = StyleGAN2Generator.synthesis
+    step_gate = threading.Semaphore(0)  # the worker may start a step only when the test lets it
+
+    def counted(self, ws):
+        if ws.requires_grad:  # the optimisation's forward passes, not the final render
+            step_gate.acquire(timeout=30)
+            calls.append(1)
+        return real(self, ws)
+
+    monkeypatch.setattr(StyleGAN2Generator, "synthesis", counted)
+    worker = Worker(preview_interval_s=0.0)
+    got = []
+    worker.message.connect(got.append)
+    worker.start()
+    try:
+        worker.submit(JobRequest(1, "load_model", str(model_file)), supersede=False)
+        qtbot.waitUntil(lambda: any(m.kind is MsgKind.MODEL_LOADED for m in got), timeout=60_000)
+        params = InvertParams(target=np.full((16, 16, 3), 90, np.uint8), steps=1000, perceptual_weight=0)
+        worker.submit(JobRequest(2, "invert", params))
+        for _ in range(5):
+            step_gate.release()
+        qtbot.waitUntil(lambda: len(calls) == 5, timeout=60_000)
+        worker.cancel_current()  # the 5th step is in flight or done; a 6th must never start
+        for _ in range(3):
+            step_gate.release()
+        qtbot.waitUntil(lambda: any(m.kind is MsgKind.CANCELLED for m in got), timeout=60_000)
+        (done,) = [m for m in got if m.kind is MsgKind.CANCELLED]
+        assert len(done.payload.loss_history) == 5 and len(calls) == 5
+    finally:
+        for _ in range(10):
+            step_gate.release()
+        worker.stop()

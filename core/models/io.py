@@ -49,7 +49,7 @@ def save_generator(G: Generator, path: str | Path, *, extra_metadata: dict | Non
 def read_metadata(path: str | Path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="np") as f:  # "np": the header only, without importing torch
         return dict(f.metadata() or {})
 
 

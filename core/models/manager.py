@@ -303,6 +303,26 @@ def scan(folders: Iterable[Path] | None = None, *, hf_cache: bool = True) -> lis
     return found + (_scan_hf_cache() if hf_cache else [])
 
 
+def generator_files(folders: Iterable[Path] | None = None) -> list[Path]:
+    """Generators in the model folders (default :func:`model_folders`): our safetensors generators
+    (recognised by their header, without reading weights) and StyleGAN2-ADA ``.pkl`` files. No network."""
+    from safetensors import SafetensorError
+
+    from core.models.io import FORMAT, read_metadata
+
+    out = []
+    for m in scan(folders, hf_cache=False):
+        if m.format == "stylegan2-pkl":
+            out.append(m.path)
+        elif m.format == "safetensors":
+            try:
+                if read_metadata(m.path).get("format") == FORMAT:
+                    out.append(m.path)
+            except (OSError, ValueError, SafetensorError) as e:  # a broken file is skipped, not fatal
+                log.info("skipping %s: %s", m.path, e)
+    return out
+
+
 def _format_of(p: Path) -> str | None:
     if p.is_dir():
         return "diffusers-folder" if (p / "model_index.json").is_file() else None
