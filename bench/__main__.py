@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         emit(invert_speed.run(G, steps=3 if a.quick else 30, batches=(1, 2) if a.quick else (1, 8)))
     if "app" in sections:
         emit(app_speed.worker_jobs(model, steps=5 if a.quick else 200))
+        if not a.quick:  # the app's default loss: L1 x10 + the bundled perceptual loss x0.01
+            emit(app_speed.worker_jobs(model, steps=200, perceptual_weight=0.01))
     if "start" in sections:
         emit(app_speed.cold_start(model))
+        if not a.quick:
+            emit(app_speed.all_models_rss())
     if "scaling" in sections:
         quick = dict(
             resolutions=(16, 32), batches=(1, 2), steps=2, cfg=dict(channel_base=128, channel_max=16)

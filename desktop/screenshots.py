@@ -45,6 +45,20 @@ def _paint_scribble(canvas) -> None:
         canvas.stroke(points)
 
 
+def _inpaint_setup(canvas) -> None:
+    """A held-out procedural cat as the base, its eyes and nose painted out with the mask brush."""
+    from core.data import procedural
+    from desktop.canvas import Layer, Tool
+
+    cat = procedural.render(procedural.attributes_for_seed(procedural.split_seed("eval", 7)), resolution=64)
+    canvas.clear_layer(Layer.SCRIBBLE)
+    canvas.set_base(cat)
+    canvas.tool, canvas.brush_size = Tool.MASK, 12
+    canvas.stroke([(20, 30), (44, 30)])
+    canvas.stroke([(30, 40), (34, 40)])
+    canvas.tool = Tool.BRUSH
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -68,12 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     _wait(app, lambda: w.model_info is not None, 120)
     a.out.mkdir(parents=True, exist_ok=True)
 
+    from PySide6.QtWidgets import QMessageBox
+
+    errors: list[str] = []
+    # A failed job would open a modal box and stall the script: record the message instead, and stop.
+    QMessageBox.warning = staticmethod(
+        lambda _parent, title, text, *r, **k: errors.append(f"{title}: {text}")
+    )
+
     def run(panel, name: str) -> None:
         n = len(w.history_entries)
         w.tabs.setCurrentWidget(panel)
         if not w.run_job():
-            raise RuntimeError(f"{name}: the job did not start")
-        _wait(app, lambda: len(w.history_entries) > n, a.timeout)
+            raise RuntimeError(f"{name}: the job did not start: {errors}")
+        _wait(app, lambda: len(w.history_entries) > n or bool(errors), a.timeout)
+        if errors:
+            raise RuntimeError(f"{name}: {errors[-1]}")
         app.processEvents()
         path = a.out / f"panel-{name}.png"
         w.grab().save(str(path))
@@ -93,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     w.sd_panel.prompt.setText("a white cat with blue eyes on a pink background")
     w.sd_panel.samples.setValue(4)
     run(w.sd_panel, "sdedit")
+    _inpaint_setup(w.canvas)
+    w.invert_panel.mode.setCurrentIndex(2)  # inpaint: the base image outside the painted hole
+    w.invert_panel.samples.setValue(4)
+    run(w.invert_panel, "inpaint")
     w.history.clearSelection()
     w.history.item(0).setSelected(True)
     w.history.item(1).setSelected(True)

@@ -460,3 +460,30 @@ def test_cancel_through_the_worker_stops_within_one_step(qtbot, model_file, monk
         for _ in range(10):
             step_gate.release()
         worker.stop()
+
+
+def test_window_appears_without_importing_torch(tmp_path):
+    """The GUI thread never loads torch: building and showing the window (model picker included) must
+    leave it unimported; only the worker thread imports it (not started here)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "import desktop.worker\n"
+        "desktop.worker.Worker.start = lambda self: None\n"
+        "from desktop.main_window import MainWindow\n"
+        "from core.paths import DEFAULT_GENERATOR, bundled_model\n"
+        "w = MainWindow(bundled_model(DEFAULT_GENERATOR)); w.show(); app.processEvents()\n"
+        "print('picker', w.model_picker.count(), 'torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    env = {"QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "LATENT_CANVAS_AUTOSAVE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("picker"))
+    _, count, torch_loaded, clip_loaded = line.split()
+    assert int(count) >= 3 and torch_loaded == "False" and clip_loaded == "False", out.stderr[-2000:]

@@ -17,10 +17,11 @@ from core.errors import ModelLoadError
 from core.gan.base import Generator
 from core.gan.dcgan import DCGANGenerator
 from core.gan.stylegan2 import StyleGAN2Generator
+from core.types import GENERATOR_FORMAT, safetensors_metadata
 
 log = logging.getLogger(__name__)
 
-FORMAT = "latent-canvas-generator/1"
+FORMAT = GENERATOR_FORMAT
 ARCHS: dict[str, type[Generator]] = {"stylegan2": StyleGAN2Generator, "dcgan": DCGANGenerator}
 MEAN_W_KEY = "__mean_w__"
 
@@ -47,10 +48,7 @@ def save_generator(G: Generator, path: str | Path, *, extra_metadata: dict | Non
 
 
 def read_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as f:  # "np": the header only, without importing torch
-        return dict(f.metadata() or {})
+    return safetensors_metadata(path)
 
 
 def load_generator_safetensors(path: str | Path, *, device: str | torch.device = "cpu") -> Generator:

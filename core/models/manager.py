@@ -308,7 +308,7 @@ def generator_files(folders: Iterable[Path] | None = None) -> list[Path]:
     (recognised by their header, without reading weights) and StyleGAN2-ADA ``.pkl`` files. No network."""
     from safetensors import SafetensorError
 
-    from core.models.io import FORMAT, read_metadata
+    from core.types import GENERATOR_FORMAT, safetensors_metadata
 
     out = []
     for m in scan(folders, hf_cache=False):
@@ -316,7 +316,7 @@ def generator_files(folders: Iterable[Path] | None = None) -> list[Path]:
             out.append(m.path)
         elif m.format == "safetensors":
             try:
-                if read_metadata(m.path).get("format") == FORMAT:
+                if safetensors_metadata(m.path).get("format") == GENERATOR_FORMAT:
                     out.append(m.path)
             except (OSError, ValueError, SafetensorError) as e:  # a broken file is skipped, not fatal
                 log.info("skipping %s: %s", m.path, e)
