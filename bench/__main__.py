@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs (CI)")
     ap.add_argument("--model", type=Path, help="generator (default: the bundled one)")
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
-    ap.add_argument("--only", nargs="*", help="sections: invert, app, start, scaling, prior, sdedit")
+    ap.add_argument("--only", nargs="*", help="sections: invert, options, app, start, scaling, prior, sdedit")
     a = ap.parse_args(argv)
     from core.models.io import load_generator, save_generator
     from core.paths import DEFAULT_GENERATOR, bundled_model
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = a.model or bundled_model(DEFAULT_GENERATOR)
     G = load_generator(model)
-    sections = set(a.only or ["invert", "app", "start", "scaling", "prior", "sdedit"])
+    sections = set(a.only or ["invert", "options", "app", "start", "scaling", "prior", "sdedit"])
     out = [
         f"## Benchmarks, {dt.date.today().isoformat()}",
         "",
@@ -49,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         text = table.markdown()
         print(text, flush=True)
         out.append(text)
+        if a.out:  # after every table: a section that fails later loses nothing already measured
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text("\n".join(out))
 
     print("\n".join(out), flush=True)
     if "invert" in sections:
         emit(invert_speed.run(G, steps=3 if a.quick else 30, batches=(1, 2) if a.quick else (1, 8)))
+    if "options" in sections:
+        from bench import options
+
+        emit(options.run(G, quick=a.quick))
     if "app" in sections:
         emit(app_speed.worker_jobs(model, steps=5 if a.quick else 200))
         if not a.quick:  # the app's default loss: L1 x10 + the bundled perceptual loss x0.01
@@ -74,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         from bench import sdedit_speed
 
         emit(sdedit_speed.run(quick=a.quick))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text("\n".join(out))
     return 0
 
 

@@ -17,9 +17,9 @@ def test_bench_quick_runs_and_prints_tables(capsys, tmp_path, monkeypatch):
     assert math.isfinite(loss_diff) and loss_diff < 1e-3  # the same optimisation, not just a faster one
 
 
-def test_bench_quick_prior_and_sdedit_tables(capsys):
-    assert main(["--quick", "--only", "prior", "sdedit"]) == 0
+def test_bench_quick_prior_sdedit_and_options_tables(capsys):
+    assert main(["--quick", "--only", "prior", "sdedit", "options"]) == 0
     text = capsys.readouterr().out
-    assert "denoise / task" in text and "direct ms/step" in text
+    assert "denoise / task" in text and "direct ms/step" in text and "| channels_last |" in text
     sd_rows = [r for r in text.splitlines() if r.startswith("| 10 | 6 |")]  # S = 10, strength 0.6: 6 run
     assert len(sd_rows) == 1
