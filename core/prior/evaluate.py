@@ -290,6 +290,8 @@ def _report_lines(res: dict, command: str, img_rel: Path) -> list[str]:
         f"(sha256 `{f['prior_sha256'][:12]}`, trained on generator `{str(f['prior_trained_on'])[:12]}`), "
         f"CLIP `{f['clip']}`, perceptual loss: {f['perceptual']}.",
         "Every number below comes from that run; rerun the command after retraining the generator or prior.",
+        "(The prior's model card holds the export-time check of the same quantities, drawn from other",
+        "random samples and KID subsets, so its figures differ from these by that sampling noise.)",
         "",
         'Seed paper: "Conditioning GANs at Test Time using Denoising Diffusion" (Volkovskyi). Its claims are',
         "qualitative (figures); here each becomes a measured row with a verdict computed from the numbers.",
