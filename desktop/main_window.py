@@ -408,7 +408,9 @@ class MainWindow(QMainWindow):
         except JobError as e:
             QMessageBox.warning(self, "Cannot run", str(e))
             return False
-        job_params = params[1] if isinstance(params, tuple) else params
+        job_params = params[-1] if isinstance(params, tuple) else params  # SD: (model, device, params)
+        if isinstance(params, tuple):
+            self.settings.setValue(f"{panel.kind}/model", params[0] or "")
         self.settings.setValue(f"{panel.kind}/steps", getattr(job_params, "steps", 0))
         for key in ("prompt",):
             if hasattr(job_params, key):
@@ -421,7 +423,7 @@ class MainWindow(QMainWindow):
         self._current_kind = kind
         self._last_progress = None
         self._accept_requested = False
-        total = int(getattr(params[1] if isinstance(params, tuple) else params, "steps", 0) or 0)
+        total = int(getattr(params[-1] if isinstance(params, tuple) else params, "steps", 0) or 0)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.loss_plot.reset(total)

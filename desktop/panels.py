@@ -223,8 +223,13 @@ class SDPanel(QWidget):
         super().__init__(parent)
         from PySide6.QtWidgets import QCheckBox, QLineEdit
 
-        self.model = QLineEdit(settings.value("sdedit/model", ""), placeholderText="bundled tiny model")
-        self.model.setToolTip("a diffusers folder or .safetensors file; empty = the bundled model")
+        self.model = QComboBox(editable=True)
+        self.model.setToolTip("a diffusers folder, an SD .safetensors file or a hub id in the cache")
+        self.model.lineEdit().setPlaceholderText("bundled tiny model")
+        self.refresh_models(settings.value("sdedit/model", ""))
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setToolTip("auto: CUDA, else Apple MPS, else CPU (float16 on CUDA)")
         self.prompt = QLineEdit(settings.value("sdedit/prompt", "a grey cat with blue eyes"))
         self.negative = QLineEdit("")
         self.strength = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.6)
@@ -240,6 +245,7 @@ class SDPanel(QWidget):
             _form(
                 [
                     ("Model", self.model),
+                    ("Device", self.device),
                     ("Prompt", self.prompt),
                     ("Negative", self.negative),
                     ("Strength (N/T)", self.strength),
@@ -253,6 +259,23 @@ class SDPanel(QWidget):
         )
         lay.addWidget(self.local)
         lay.addStretch(1)
+
+    def refresh_models(self, current: str = "") -> None:
+        """The bundled model, then what the model manager finds (model folders, Hugging Face cache)."""
+        from core.models.manager import sd_models
+
+        self.model.clear()
+        self.model.addItem("", "")  # empty = the bundled model (the placeholder says so)
+        for path in sd_models():
+            if path.name != "tinysd-cats32":
+                self.model.addItem(path.name, str(path))
+        self.model.setCurrentText(current)
+
+    def model_source(self) -> str | None:
+        """The chosen model: a listed entry's path, or whatever path or hub id was typed."""
+        text = self.model.currentText().strip()
+        i = self.model.findText(text)
+        return (self.model.itemData(i) if i >= 0 else text) or None
 
     def needs_paint(self, canvas: Canvas) -> str | None:
         if self.local.isChecked() and canvas.mask().max() == 0:
@@ -269,4 +292,4 @@ class SDPanel(QWidget):
             sampler=self.sampler.currentText(), steps=self.steps.value(), seed=self.seed.value(),
             num_samples=self.samples.value(),
         )  # fmt: skip
-        return (self.model.text().strip() or None, params)
+        return (self.model_source(), self.device.currentText(), params)

@@ -229,8 +229,8 @@ class Worker(QThread):
         from core.sd.model import load_sd_model
         from core.sd.sdedit import sdedit
 
-        source, params = req.params  # (model folder/file or None for the bundled one, SDEditParams)
-        model = self._resource(("sd", source), lambda: load_sd_model(source, device="auto"))
+        source, device, params = req.params  # (folder/file/hub id or None = bundled, device, SDEditParams)
+        model = self._resource(("sd", source, device), lambda: load_sd_model(source, device=device))
         self._cancel = token = CancelToken()
         self._emit(MsgKind.STARTED, req.job_id)
         self._drive(req, sdedit(params, model, cancel=token))

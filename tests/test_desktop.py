@@ -362,7 +362,8 @@ def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path):
     window.canvas.stroke([(2, 2), (14, 14)])
     p = window.sd_panel
     window.tabs.setCurrentWidget(p)
-    p.model.setText(str(folder))
+    p.model.setCurrentText(str(folder))
+    p.device.setCurrentText("cpu")
     p.steps.setValue(10)
     p.strength.setValue(0.5)
     assert window.run_job()
@@ -487,3 +488,20 @@ def test_window_appears_without_importing_torch(tmp_path):
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("picker"))
     _, count, torch_loaded, clip_loaded = line.split()
     assert int(count) >= 3 and torch_loaded == "False" and clip_loaded == "False", out.stderr[-2000:]
+
+
+def test_sd_panel_lists_models_the_manager_finds(qtbot, tmp_path, monkeypatch, settings, model_file):
+    from core.sd.tiny import write_tiny_pipeline
+
+    user = tmp_path / "user-models"
+    folder = write_tiny_pipeline(user / "my-sd")
+    monkeypatch.setenv("LATENT_CANVAS_MODELS", str(user))
+    w = MainWindow(model_file, settings=settings)
+    qtbot.addWidget(w)
+    p = w.sd_panel
+    assert p.model_source() is None  # empty: the bundled model
+    p.model.setCurrentIndex(p.model.findText("my-sd"))
+    assert p.model_source() == str(folder)
+    p.model.setCurrentText("org/some-model")  # typed: a hub id (or any path) is passed through
+    assert p.model_source() == "org/some-model"
+    w.worker.stop()

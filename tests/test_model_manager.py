@@ -318,3 +318,22 @@ def test_plain_checkpoints_and_safetensors_load(tmp_path):
     with pytest.raises(ModelLoadError, match="unsupported"):
         (tmp_path / "m.onnx").write_bytes(b"0")
         load_state_dict_file(tmp_path / "m.onnx")
+
+
+def test_sd_models_finds_diffusers_folders_and_sd_single_files(tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from core.models import manager
+    from core.sd.tiny import write_tiny_pipeline
+
+    folder = write_tiny_pipeline(tmp_path / "my-sd")
+    save_file(
+        {"model.diffusion_model.input_blocks.0.0.weight": np.zeros(4, np.float32)},
+        str(tmp_path / "sd.safetensors"),
+    )
+    save_file({"synthesis.b4.conv1.weight": np.zeros(4, np.float32)}, str(tmp_path / "gan.safetensors"))
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(manager, "SD_SINGLE_FILE_MIN_BYTES", 0)
+    found = manager.sd_models([tmp_path], hf_cache=False)
+    assert set(found) == {folder, tmp_path / "sd.safetensors"}

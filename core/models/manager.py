@@ -323,6 +323,29 @@ def generator_files(folders: Iterable[Path] | None = None) -> list[Path]:
     return out
 
 
+SD_SINGLE_FILE_MIN_BYTES = 100_000_000  # SD single files are GBs: smaller files are not opened to check
+
+
+def sd_models(folders: Iterable[Path] | None = None, *, hf_cache: bool = True) -> list[Path]:
+    """Text-to-image diffusion models on this machine: diffusers folders (model folders and the Hugging
+    Face cache) and original-layout SD ``.safetensors`` single files (recognised by their UNet keys in
+    the header, without reading weights). The bundled model first. No network."""
+    from safetensors import SafetensorError, safe_open
+
+    out = []
+    for m in scan(folders, hf_cache=hf_cache):
+        if m.format == "diffusers-folder":
+            out.append(m.path)
+        elif m.format == "safetensors" and m.size >= SD_SINGLE_FILE_MIN_BYTES:
+            try:
+                with safe_open(str(m.path), framework="np") as f:
+                    if any(k.startswith("model.diffusion_model.") for k in f.keys()):
+                        out.append(m.path)
+            except (OSError, ValueError, SafetensorError) as e:
+                log.info("skipping %s: %s", m.path, e)
+    return out
+
+
 def _format_of(p: Path) -> str | None:
     if p.is_dir():
         return "diffusers-folder" if (p / "model_index.json").is_file() else None
