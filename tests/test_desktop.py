@@ -505,3 +505,21 @@ def test_sd_panel_lists_models_the_manager_finds(qtbot, tmp_path, monkeypatch, s
     p.model.setCurrentText("org/some-model")  # typed: a hub id (or any path) is passed through
     assert p.model_source() == "org/some-model"
     w.worker.stop()
+
+
+def test_live_mode_debounces_strokes_and_drops_stale_results(window, qtbot):
+    from desktop.worker import WorkerMessage
+
+    window.invert_panel.steps.setValue(5)
+    sent = []
+    real_submit = window.worker.submit
+    window.worker.submit = lambda req, **kw: (sent.append(req), real_submit(req, **kw))
+    window.live.setChecked(True)
+    for i in range(4):  # four quick strokes: one run, after the last
+        window.canvas.stroke([(2, 2 + i), (14, 14 - i)])
+    _wait_result(window, qtbot, 1)
+    assert [r.kind for r in sent] == ["invert"]
+    before = len(window.history_entries)
+    stale = window.history_entries[-1]
+    window.on_message(WorkerMessage(MsgKind.RESULT, sent[0].job_id - 1, stale))  # an older job's result
+    assert len(window.history_entries) == before

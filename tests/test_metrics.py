@@ -128,3 +128,14 @@ def test_bundled_generators_are_as_realistic_as_their_cards_say():
         got[name] = metrics.kid(feats, real, subsets=20)[0]
         assert abs(got[name] - card["kid"]) < 0.25 * card["kid"] + 0.05, (name, got[name], card["kid"])
     assert got["stylegan2-cats64.safetensors"] < 0.5 * got["dcgan-cats64.safetensors"]
+
+
+def test_models_doc_is_rendered_from_the_current_cards():
+    from pathlib import Path
+
+    from core.model_report import report
+
+    text = report()
+    assert "| StyleGAN2 | w+ | mean |" in text and "| DCGAN | z | random |" in text
+    doc = Path(__file__).resolve().parent.parent / "docs" / "models.md"
+    assert doc.read_text() == text, "docs/models.md is stale: run python -m core.model_report"
