@@ -58,15 +58,11 @@ def _perceptual(kind: str, weight: float, device: str):
     return None, "none"
 
 
-def cmd_invert(a: argparse.Namespace) -> int:
-    import torch
+def read_target(a: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
+    """``--image`` as [H, W, 3] uint8 and the mask [H, W] it implies: ``--mask`` (white/opaque = the
+    loss looks here), the image's alpha with ``--scribble``, inverted with ``--hole``; or None."""
+    from core.imageio import load_image, load_mask
 
-    from core.imageio import load_image, load_mask, save_png
-    from core.jobs.invert import InvertParams, invert, run_to_completion
-    from core.latents import save_latent
-
-    torch.manual_seed(a.seed)
-    G, model_path = _load_generator(a.model, a.device)
     target = load_image(a.image, keep_alpha=a.scribble)
     mask = load_mask(a.mask) if a.mask else None
     if a.scribble:
@@ -75,8 +71,21 @@ def cmd_invert(a: argparse.Namespace) -> int:
                 f"{a.image}: --scribble needs a PNG with transparency (alpha marks paint)"
             )
         mask, target = target[..., 3].astype(np.float32) / 255.0, np.ascontiguousarray(target[..., :3])
-    if a.hole:
-        mask = 1.0 - mask if mask is not None else None
+    if a.hole and mask is not None:
+        mask = 1.0 - mask
+    return target, mask
+
+
+def cmd_invert(a: argparse.Namespace) -> int:
+    import torch
+
+    from core.imageio import save_png
+    from core.jobs.invert import InvertParams, invert, run_to_completion
+    from core.latents import save_latent
+
+    torch.manual_seed(a.seed)
+    G, model_path = _load_generator(a.model, a.device)
+    target, mask = read_target(a)
     perc, perc_kind = _perceptual(a.perceptual, a.perceptual_weight, a.device)
     params = InvertParams(
         target=target,

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from core.errors import LatentCanvasError
 from core.paths import bundled_model
 from core.prior.params import INITS, PRIORS, TASKS, ProjectParams
 from core.types import LatentSpace
@@ -63,21 +62,9 @@ def add_parser(sub) -> None:
 
 
 def _target_and_mask(a: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None]:
-    from core.imageio import load_image, load_mask
+    from core.cli import read_target
 
-    if a.image is None:
-        return None, None
-    target = load_image(a.image, keep_alpha=a.scribble)
-    mask = load_mask(a.mask) if a.mask else None
-    if a.scribble:
-        if target.shape[2] != 4:
-            raise LatentCanvasError(
-                f"{a.image}: --scribble needs a PNG with transparency (alpha marks paint)"
-            )
-        mask, target = target[..., 3].astype(np.float32) / 255.0, np.ascontiguousarray(target[..., :3])
-    if a.hole and mask is not None:
-        mask = 1.0 - mask
-    return target, mask
+    return (None, None) if a.image is None else read_target(a)
 
 
 def _resources(a: argparse.Namespace, G, model_path: Path):
