@@ -523,3 +523,37 @@ def test_live_mode_debounces_strokes_and_drops_stale_results(window, qtbot):
     stale = window.history_entries[-1]
     window.on_message(WorkerMessage(MsgKind.RESULT, sent[0].job_id - 1, stale))  # an older job's result
     assert len(window.history_entries) == before
+
+
+def test_dropping_an_image_file_opens_it_as_the_base(window, tmp_path):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    from core.imageio import save_png
+
+    path = save_png(np.full((16, 16, 3), (10, 200, 90), np.uint8), tmp_path / "dropped.png")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    pos, actions = QPointF(50, 50), Qt.DropAction.CopyAction
+    buttons, mods = Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    enter = QDragEnterEvent(pos.toPoint(), actions, mime, buttons, mods)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    window.dropEvent(QDropEvent(pos, actions, mime, buttons, mods))
+    assert tuple(window.canvas.base_rgb()[8, 8]) == (10, 200, 90)
+    window.canvas.undo_stack.undo()  # opening is an undoable layer operation
+    assert tuple(window.canvas.base_rgb()[8, 8]) != (10, 200, 90)
+
+
+def test_ctrl_z_and_redo_shortcuts_undo_and_redo_a_stroke(window, qtbot):
+    from PySide6.QtGui import QKeySequence
+
+    window.activateWindow()
+    window.canvas.stroke([(2, 2), (14, 14)])
+    painted = window.canvas.scribble_rgba()[..., 3].max()
+    undo = QKeySequence(QKeySequence.StandardKey.Undo)[0]
+    redo = QKeySequence(QKeySequence.StandardKey.Redo)[0]
+    qtbot.keyClick(window.canvas, undo.key(), undo.keyboardModifiers())
+    assert window.canvas.scribble_rgba()[..., 3].max() == 0
+    qtbot.keyClick(window.canvas, redo.key(), redo.keyboardModifiers())
+    assert window.canvas.scribble_rgba()[..., 3].max() == painted
