@@ -199,7 +199,9 @@ def invert(
             return _result(G, p, latent, history, cancelled=True)
         state.clear()
         opt.step(closure)
-        losses = {k: float(state[k].mean()) for k in ("total", "l1", "perceptual", "l2_delta") if k in state}
+        keys = [k for k in ("total", "l1", "perceptual", "l2_delta") if k in state]
+        # One device-to-host copy per step for all the logged losses (each float() would be a sync).
+        losses = dict(zip(keys, torch.stack([state[k].mean() for k in keys]).tolist(), strict=True))
         history.append(losses)
         show = step % p.preview_every == 0 or step == p.steps
         yield Progress(

@@ -133,7 +133,8 @@ def _alternate(p: ProjectParams, G, task, prior, model, cancel) -> Gen[Progress,
         # 2. the prior's projection (diffusion: K denoising updates, noise 5% -> 0%)
         with torch.no_grad():
             w.copy_(prior.project(w.detach(), generator=gen))
-        losses = {"task": float(task_loss.detach().mean()), "prior": float(penalty.detach().mean())}
+        task_mean, prior_mean = torch.stack([task_loss.detach().mean(), penalty.detach().mean()]).tolist()
+        losses = {"task": task_mean, "prior": prior_mean}  # one device-to-host copy per step
         losses["total"] = losses["task"] + losses["prior"]
         history.append(losses)
         yield _progress(p, step, losses, images, w)
