@@ -11,6 +11,7 @@ def test_bench_quick_runs_and_prints_tables(capsys, tmp_path, monkeypatch):
     assert main(["--quick", "--only", "invert", "app", "scaling", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "textbook ms/step" in text and "time to first preview" in text and "Scaling" in text
+    assert "MainWindow, offscreen" in text and "| event-loop stall, p99 (ms) |" in text
     rows = [r for r in out.read_text().splitlines() if r.startswith("| w+ |")]
     assert len(rows) == 2  # batch 1 and 2
     loss_diff = float(rows[0].split("|")[-2])
