@@ -306,20 +306,15 @@ def scan(folders: Iterable[Path] | None = None, *, hf_cache: bool = True) -> lis
 def generator_files(folders: Iterable[Path] | None = None) -> list[Path]:
     """Generators in the model folders (default :func:`model_folders`): our safetensors generators
     (recognised by their header, without reading weights) and StyleGAN2-ADA ``.pkl`` files. No network."""
-    from safetensors import SafetensorError
-
-    from core.types import GENERATOR_FORMAT, safetensors_metadata
+    from core.types import GENERATOR_FORMAT
 
     out = []
     for m in scan(folders, hf_cache=False):
         if m.format == "stylegan2-pkl":
             out.append(m.path)
-        elif m.format == "safetensors":
-            try:
-                if safetensors_metadata(m.path).get("format") == GENERATOR_FORMAT:
-                    out.append(m.path)
-            except (OSError, ValueError, SafetensorError) as e:  # a broken file is skipped, not fatal
-                log.info("skipping %s: %s", m.path, e)
+        elif m.format == "safetensors" and (h := _safetensors_header(m.path)):
+            if h[0].get("format") == GENERATOR_FORMAT:
+                out.append(m.path)
     return out
 
 
@@ -330,20 +325,27 @@ def sd_models(folders: Iterable[Path] | None = None, *, hf_cache: bool = True) -
     """Text-to-image diffusion models on this machine: diffusers folders (model folders and the Hugging
     Face cache) and original-layout SD ``.safetensors`` single files (recognised by their UNet keys in
     the header, without reading weights). The bundled model first. No network."""
-    from safetensors import SafetensorError, safe_open
-
     out = []
     for m in scan(folders, hf_cache=hf_cache):
         if m.format == "diffusers-folder":
             out.append(m.path)
         elif m.format == "safetensors" and m.size >= SD_SINGLE_FILE_MIN_BYTES:
-            try:
-                with safe_open(str(m.path), framework="np") as f:
-                    if any(k.startswith("model.diffusion_model.") for k in f.keys()):
-                        out.append(m.path)
-            except (OSError, ValueError, SafetensorError) as e:
-                log.info("skipping %s: %s", m.path, e)
+            h = _safetensors_header(m.path)
+            if h and any(k.startswith("model.diffusion_model.") for k in h[1]):
+                out.append(m.path)
     return out
+
+
+def _safetensors_header(path: Path) -> tuple[dict, list[str]] | None:
+    """(metadata, tensor names) from a safetensors header, without torch; None (logged) if damaged."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return dict(f.metadata() or {}), list(f.keys())
+    except (OSError, ValueError, SafetensorError) as e:
+        log.info("skipping %s: %s", path, e)
+        return None
 
 
 def _format_of(p: Path) -> str | None:
