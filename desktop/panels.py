@@ -262,12 +262,12 @@ class SDPanel(QWidget):
 
     def refresh_models(self, current: str = "") -> None:
         """The bundled model, then what the model manager finds (model folders, Hugging Face cache)."""
-        from core.models.manager import sd_models
+        from core.models.manager import BUNDLED_SD, sd_models
 
         self.model.clear()
         self.model.addItem("", "")  # empty = the bundled model (the placeholder says so)
         for path in sd_models():
-            if path.name != "tinysd-cats32":
+            if path.name != BUNDLED_SD:
                 self.model.addItem(path.name, str(path))
         self.model.setCurrentText(current)
 
