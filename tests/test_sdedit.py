@@ -511,8 +511,9 @@ def test_bundled_model_trades_the_guide_for_the_prompt_as_N_grows():
     from core.paths import bundled_model
     from core.sd.evaluate import Scorer, make_cases, run_config
 
-    if not (bundled_model(BUNDLED_SD) / "model_index.json").is_file():
-        pytest.skip("the bundled diffusion model is not exported")
+    assert (bundled_model(BUNDLED_SD) / "model_index.json").is_file(), (
+        "the bundled diffusion model is missing"
+    )
     m = load_sd_model(device="cpu")
     cases, scorer = make_cases(2, m.native_size), Scorer(CPU)
     low, high = (
