@@ -42,7 +42,7 @@ def textbook_loop(G, p: InvertParams) -> tuple[float, list[float]]:
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-        losses.append(float(loss.mean()))
+        losses.append(float(loss.detach().mean()))
         with torch.no_grad():  # the progress preview
             to_uint8(G.synthesis(latent_to_ws(G, p.space, latent)))
     return (time.perf_counter() - t) / p.steps, losses

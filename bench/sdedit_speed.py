@@ -67,7 +67,7 @@ def job_loop(model, guide: np.ndarray, *, steps: int, strength: float, scale: fl
     return (time.perf_counter() - t0) / result.executed_steps
 
 
-def run(*, quick: bool = False, repeats: int = 3) -> Table:
+def run(*, quick: bool = False, repeats: int = 5) -> Table:
     model = _model(quick)
     size = model.native_size
     guide = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)

@@ -15,6 +15,7 @@ Nothing here downloads, except :func:`load_clip` with ``download=True`` (a user 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -120,13 +121,14 @@ class ClipModel(nn.Module):
         """Unit-length text embeddings [N, D] of ``texts`` (open_clip's tokenizer; long texts truncate)."""
         return F.normalize(self.model.encode_text(self.tokenize(texts)), dim=-1)
 
-    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def feature_maps(self, x: torch.Tensor, *, visual: nn.Module | None = None) -> list[torch.Tensor]:
         """Intermediate maps of a ModifiedResNet image tower at ``x``'s own resolution (no resize).
 
         Five maps, fine to coarse: stem conv1 (1/2), stem output (1/4), layer1 (1/4), layer2 (1/8),
-        layer3 (1/16). The perceptual loss "bundled" compares these.
+        layer3 (1/16). The perceptual loss "bundled" compares these. ``visual``: the same tower in
+        another form (:func:`fold_batchnorm`'s copy), instead of the model's own.
         """
-        v = self.model.visual
+        v = self.model.visual if visual is None else visual
         if not hasattr(v, "layer3"):
             raise ValueError(f"{self.name}: feature maps need a ModifiedResNet image tower")
         h = v.act1(v.bn1(v.conv1(self.preprocess(x, resize=False))))
@@ -146,6 +148,34 @@ class ClipModel(nn.Module):
         if cfg is None:
             raise ValueError(f"{self.name} is not a registered open_clip config")
         return cfg
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` (eval mode) with every BatchNorm folded into the conv before it.
+
+    A conv followed by an eval-mode BatchNorm is one affine conv: folding halves the ops of a
+    ResNet tower. Pairs are found the way open_clip's ModifiedResNet and Bottleneck name them,
+    ``convK`` with ``bnK``, and as consecutive children of a ``Sequential`` (the downsample path).
+    The folded BatchNorm becomes an ``Identity``, so the module's forward code runs unchanged.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(module).eval()
+
+    def pairs(m: nn.Module) -> list[tuple[str, str]]:
+        kids = m._modules
+        if isinstance(m, nn.Sequential):
+            names = list(kids)
+            return list(zip(names, names[1:], strict=False))
+        return [(n, "bn" + n[4:]) for n in kids if n.startswith("conv") and "bn" + n[4:] in kids]
+
+    for m in folded.modules():
+        for conv, bn in pairs(m):
+            c, b = m._modules[conv], m._modules[bn]
+            if type(c) is nn.Conv2d and type(b) is nn.BatchNorm2d and b.track_running_stats:
+                m._modules[conv] = fuse_conv_bn_eval(c, b)
+                m._modules[bn] = nn.Identity()
+    return folded.requires_grad_(False)
 
 
 # --- building and loading ---------------------------------------------------------------------

@@ -248,11 +248,16 @@ class ClipFeatureLoss(PerceptualLoss):
     """
 
     def __init__(self, clip: ClipModel) -> None:
+        from core.clip import fold_batchnorm
+
         super().__init__()
         self.clip = clip.eval().requires_grad_(False)
+        # The same tower with its BatchNorms folded into the convs: the loss runs it forward and
+        # backward every inversion step, and folding takes it from 11.6 to 9.6 ms a step (64 px, CPU).
+        self.tower = fold_batchnorm(clip.model.visual)  # a submodule: .to(device) moves it too
 
     def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [_normalize_channels(f) for f in self.clip.feature_maps(x)]
+        return [_normalize_channels(f) for f in self.clip.feature_maps(x, visual=self.tower)]
 
     @torch.no_grad()
     def prepare(self, target: torch.Tensor) -> Features:

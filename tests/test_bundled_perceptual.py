@@ -47,6 +47,28 @@ def test_values_range_identity_and_gradient(bundled, cats):
         bundled(pred, cats)
 
 
+def test_folded_tower_computes_the_original_maps_and_gradients(bundled, cats):
+    """The loss runs a BatchNorm-folded copy of the image tower: same maps, same input gradients,
+    and the CLIP model it was given keeps its own BatchNorms."""
+    from core.clip import fold_batchnorm
+
+    clip = bundled.clip
+    visual = clip.model.visual
+    folded = fold_batchnorm(visual)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in visual.modules())
+    assert n_bn > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in clip.model.visual.modules()) == n_bn
+    grads = []
+    for tower in (None, folded):
+        x = cats.clone().requires_grad_(True)
+        maps = clip.feature_maps(x, visual=tower)
+        sum(m.square().mean() for m in maps).backward()
+        grads.append((maps, x.grad))
+    for a, b in zip(grads[0][0], grads[1][0], strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-3)
+
+
 def test_tiny_random_clip_any_resolution():
     loss = ClipFeatureLoss(build_clip(TINY, seed=0))
     x, y = torch.rand(2, 3, 48, 40) * 2 - 1, torch.rand(2, 3, 48, 40) * 2 - 1

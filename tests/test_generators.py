@@ -84,3 +84,31 @@ def test_unfused_modconv_equals_fused(batch):
     G.set_fused_modconv(False)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-3)
+
+
+def test_frozen_weight_terms_never_go_stale():
+    """The generator keeps weight-only terms while frozen (core.gan.stylegan2.frozen): an in-place
+    weight change, an inference-mode call, and training (weights needing grads) must all still see
+    the current weights and gradients."""
+    G, other = tiny_stylegan(seed=0), tiny_stylegan(seed=1)
+    ws = G.broadcast(G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))))
+    with torch.inference_mode():  # a preview fills the cache in inference mode first ...
+        preview = G.synthesis(ws)
+    x = ws.clone().requires_grad_(True)  # ... and the next gradient step must not reuse it
+    G.synthesis(x).square().mean().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    first = G.synthesis(ws)
+    assert torch.equal(preview, first)
+
+    G.load_state_dict(other.state_dict())  # in-place copy into the same parameters
+    assert torch.allclose(G.synthesis(ws), other.synthesis(ws), atol=1e-6)
+    assert not torch.allclose(G.synthesis(ws), first, atol=1e-3)
+
+    G.requires_grad_(True)  # training: every weight gets its gradient through the scaled terms
+    G.synthesis(ws.detach()).square().mean().backward()
+    layer = G.synthesis_net.b8.conv1
+    assert all(p.grad is not None for p in (layer.weight, layer.affine.weight, layer.noise_strength))
+    with torch.no_grad():
+        layer.affine.weight.mul_(3.0)  # an optimiser-style in-place update
+    G.requires_grad_(False)
+    assert not torch.allclose(G.synthesis(ws), other.synthesis(ws), atol=1e-4)

@@ -19,6 +19,7 @@ from core.prior import schedule
 from core.prior.model import WDiffusionConfig, build_wdiffusion, load_wdiffusion, save_wdiffusion
 from core.prior.priors import (
     ClusterPrior,
+    DiffusionPrior,
     MeanPrior,
     Prior,
     log_density_proxy,
@@ -150,6 +151,35 @@ def test_cluster_prior_descends_towards_the_nearest_centre():
     descent = _descent(ClusterPrior(centres, weight=1.0), w)
     assert bool((_cos(descent, centres[[2, 0, 3]] - w) > 0.999).all())
     assert bool((_cos(descent, centres[[1, 1, 1]] - w) < 0.9).all())  # not towards another centre
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_fast_projection_equals_the_plain_update_loop(prediction, eta):
+    """DiffusionPrior.project batches the time modulation and reuses alpha_bar floats; the result must
+    be the textbook loop's: the model called with its times, the DDIM update on the schedule."""
+    model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=64, prediction=prediction), seed=3).eval()
+    torch.nn.init.normal_(model.out.weight, std=0.05)  # a trained-looking, non-zero output layer
+    model.set_stats(torch.randn(16), torch.rand(16) + 0.5)
+    prior = DiffusionPrior(model, steps=10, t_start=0.05, t_end=0.0, eta=eta)
+    w = torch.randn(6, 16, generator=torch.Generator().manual_seed(4))
+    fast = prior.project(w, generator=torch.Generator().manual_seed(5))
+
+    gen = torch.Generator().manual_seed(5)
+    times = uniform_times(10, start=0.05, end=0.0)
+    x = model.normalize(w)
+    with torch.no_grad():
+        for t, s in zip(times, [*times[1:], 0.0], strict=True):
+            eps = model(x, torch.full((6,), t))
+            ab_t, ab_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
+            x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5
+            std = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)) ** 0.5
+            x = ab_s**0.5 * x0 + max(1 - ab_s - std**2, 0.0) ** 0.5 * eps
+            if std > 0:
+                x = x + std * torch.randn(x.shape, generator=gen)
+    plain = model.denormalize(x)
+    assert not torch.equal(plain, w)  # the group moved the latents
+    assert torch.allclose(fast, plain, atol=1e-5), (fast - plain).abs().max()
 
 
 def test_none_prior_adds_nothing(G):

@@ -81,8 +81,8 @@ class AdaGNBlock(nn.Module):
         self.film = nn.Linear(time_dim, 2 * width)
         self.linear = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(temb).chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``scale``, ``shift`` [N or 1, width]: this block's ``film`` of the time embedding."""
         return x + self.linear(nn.functional.silu(self.norm(x) * (1 + scale) + shift))
 
 
@@ -107,21 +107,54 @@ class WDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)  # start by predicting eps = 0: a calm first step
         nn.init.zeros_(self.out.bias)
 
-    def raw(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network output [N, dim]: ``v`` or ``eps`` as ``cfg.prediction`` says (the training target)."""
-        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
+    def conditioning(self, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's time modulation ``(scale, shift)``, each [N, width], for times ``t`` [N].
+
+        It depends on ``t`` alone, so a sampler that visits known times computes it for all of them
+        in one batched pass (:class:`core.prior.priors.DiffusionPrior`): the FiLM layers are a third
+        of the weights, and per update the network is memory-bound on CPU at these batch sizes.
+        """
         temb = self.time(timestep_embedding(t, self.cfg.time_dim))  # [N, time_dim]
+        return [tuple(block.film(temb).chunk(2, dim=1)) for block in self.blocks]
+
+    def raw(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """The network output [N, dim]: ``v`` or ``eps`` as ``cfg.prediction`` says (the training target).
+
+        ``cond``: :meth:`conditioning` of ``t`` (rows [N] or [1]) when the caller has it already.
+        """
+        if cond is None:
+            t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
+            cond = self.conditioning(t)
         h = self.inp(x_t)  # [N, width]
-        for block in self.blocks:
-            h = block(h, temb)
+        for block, (scale, shift) in zip(self.blocks, cond, strict=True):
+            h = block(h, scale, shift)
         return self.out(nn.functional.silu(self.out_norm(h)))  # [N, dim]
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         """The predicted noise ``eps`` [N, dim] of ``x_t`` [N, dim] at times ``t`` [N] (or a scalar)."""
-        out = self.raw(x_t, t)
+        out = self.raw(x_t, t, cond)
         if self.cfg.prediction == "eps":
             return out
         ab = schedule.alpha_bar(torch.as_tensor(t).expand(x_t.shape[0])).to(x_t)[:, None]
+        return self.eps_from_output(out, x_t, ab)
+
+    def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor | float) -> torch.Tensor:
+        """The noise ``eps`` from the network output ``out`` of ``x_t`` whose ``alpha_bar`` is ``ab``
+        ([N, 1], or a float shared by every row)."""
+        if self.cfg.prediction == "eps":
+            return out
+        if isinstance(ab, float):
+            return torch.add(out, x_t, alpha=(1 - ab) ** 0.5 / ab**0.5).mul_(ab**0.5)
         return (1 - ab).sqrt() * x_t + ab.sqrt() * out  # eps = sqrt(1 - ab) x_t + sqrt(ab) v
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -155,8 +155,13 @@ class DiffusionPrior(Prior):
     @torch.no_grad()
     def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.model.normalize(_rows(self.model, w))  # [M, dim]
-        for t in self.scheduler.timesteps:
-            eps = self.model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
+        times = self.scheduler.timesteps
+        # The K updates' time modulation in one batched pass, not K (see WDenoiser.conditioning).
+        conds = self.model.conditioning(torch.tensor(times, dtype=x.dtype, device=x.device))
+        for k, t in enumerate(times):
+            cond = [(scale[k : k + 1], shift[k : k + 1]) for scale, shift in conds]
+            out = self.model.raw(x, None, cond)
+            eps = self.model.eps_from_output(out, x, self.scheduler.alpha_bar(t))
             x = self.scheduler.step(eps, t, x, generator=generator)
         return self.model.denormalize(x).reshape(w.shape)
 

@@ -311,7 +311,7 @@ def _inpainting_channels(model, mask: np.ndarray, guide, size, latent_hw) -> tor
     return torch.cat([small, masked], 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # lighter than no_grad (no version counters, no view tracking) for the UNet
 def _step(model: SDModel, run: _Run, x: torch.Tensor, t: torch.Tensor, i: int):
     """One sampler step -> (x at the next timestep, predicted x0)."""
     sched = run.scheduler

@@ -31,10 +31,18 @@ class ContinuousDDIM:
         if any(b >= a for a, b in zip(ts, ts[1:], strict=False)) or not ts or ts[-1] <= final_time:
             raise ValueError("timesteps must decrease and stay above final_time")
         self.timesteps, self.eta, self.final_time = ts, float(eta), float(final_time)
+        # alpha_bar of every grid time as Python floats, computed once: the projection job runs a
+        # 10-update group after every task step, and each update would otherwise evaluate the
+        # float64 schedule (several tensor ops) twice.
+        self._next = dict(zip(ts, [*ts[1:], self.final_time], strict=True))
+        self._ab = {t: float(schedule.alpha_bar(t)) for t in [*ts, self.final_time]}
 
     def prev_time(self, t: float) -> float:
-        i = self.timesteps.index(t)
-        return self.timesteps[i + 1] if i + 1 < len(self.timesteps) else self.final_time
+        return self._next[t]
+
+    def alpha_bar(self, t: float) -> float:
+        """``schedule.alpha_bar(t)`` of a grid time (or the final time), as a float."""
+        return self._ab[t]
 
     def step(
         self,
@@ -46,7 +54,7 @@ class ContinuousDDIM:
     ) -> torch.Tensor:
         """One update from ``t`` to the next grid time, given the predicted noise ``model_output``."""
         s = self.prev_time(t)
-        ab_t, ab_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
+        ab_t, ab_s = self._ab[t], self._ab[s]
         # 1. predicted x_0 (DDIM, Song et al. 2021, eq. 12, first term)
         x0 = (sample - (1 - ab_t) ** 0.5 * model_output) / ab_t**0.5
         # 2. sigma_t(eta) (eq. 16): eta = 1 is the DDPM posterior standard deviation (Ho et al. eq. 7)
