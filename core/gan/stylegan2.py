@@ -48,8 +48,8 @@ def frozen(module: nn.Module, name: str, fn, *deps: torch.Tensor) -> torch.Tenso
     version and a move or new storage changes its address, so a stale value is never returned.
     Inference-mode results are kept apart: they may not be saved for a later backward pass.
     """
-    if any(d.requires_grad for d in deps):
-        return fn(*deps)
+    if torch.compiler.is_compiling() or any(d.requires_grad for d in deps):
+        return fn(*deps)  # under torch.compile the graph holds these terms itself
     key = (torch.is_inference_mode_enabled(), *((d.data_ptr(), d._version, d.dtype, d.device) for d in deps))
     cache = module.__dict__.setdefault("_frozen_cache", {})
     hit = cache.get(name)
