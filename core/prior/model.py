@@ -111,8 +111,8 @@ class WDenoiser(nn.Module):
         """Every block's time modulation ``(scale, shift)``, each [N, width], for times ``t`` [N].
 
         It depends on ``t`` alone, so a sampler that visits known times computes it for all of them
-        in one batched pass (:class:`core.prior.priors.DiffusionPrior`): the FiLM layers are a third
-        of the weights, and per update the network is memory-bound on CPU at these batch sizes.
+        in one batched pass (:class:`core.prior.priors.DiffusionPrior`): the FiLM layers hold a third
+        of the weights and would otherwise run once per update, on a handful of rows each time.
         """
         temb = self.time(timestep_embedding(t, self.cfg.time_dim))  # [N, time_dim]
         return [tuple(block.film(temb).chunk(2, dim=1)) for block in self.blocks]
