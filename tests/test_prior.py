@@ -322,8 +322,35 @@ def test_prior_file_round_trip(tmp_path):
     assert torch.equal(loaded(x, t), model(x, t))
     from core.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelLoadError, match="not found"):
         load_wdiffusion(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (None, "missing or damaged"),  # no config key at all
+        ("{not json", "missing or damaged"),
+        ('{"w_dim": 16, "bogus": 1}', "missing or damaged"),  # an unknown field
+        ('{"w_dim": 16, "space": "x"}', "missing or damaged"),  # a value the config refuses
+        ('{"w_dim": 8, "width": 32, "groups": 8}', "do not match"),  # valid config, other shapes
+    ],
+)
+def test_crafted_prior_files_get_a_clear_error(tmp_path, config, message):
+    from safetensors.torch import save_file
+
+    from core.errors import ModelLoadError
+    from core.prior.model import FORMAT
+
+    model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=32, groups=8))
+    meta = {"format": FORMAT} | ({} if config is None else {"config": config})
+    path = tmp_path / "crafted.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(ModelLoadError, match=message):
+        load_wdiffusion(path)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
+        load_wdiffusion(tmp_path / "junk.safetensors")
 
 
 # --- the projection job ---------------------------------------------------------------------------

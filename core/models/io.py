@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from core.errors import ModelLoadError
 from core.gan.base import Generator
 from core.gan.dcgan import DCGANGenerator
 from core.gan.stylegan2 import StyleGAN2Generator
+from core.models.safe_load import read_safetensors
 from core.types import GENERATOR_FORMAT, safetensors_metadata
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,7 @@ def load_generator_safetensors(path: str | Path, *, device: str | torch.device =
         ModelLoadError: missing file, not a safetensors file, or not one of ours.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    try:
-        meta = read_metadata(path)
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
+    meta, tensors = read_safetensors(path, what="model file")
     if meta.get("format") != FORMAT:
         raise ModelLoadError(f"{path.name} is not a Latent Canvas generator (format {meta.get('format')!r})")
     try:

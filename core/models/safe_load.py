@@ -1,4 +1,5 @@
-"""Opening torch checkpoints (``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin``) without running their code.
+"""Opening model files without running their code: safetensors files (:func:`read_safetensors`) and
+torch checkpoints (``.pt`` / ``.pth`` / ``.ckpt`` / ``.bin``).
 
 ``torch.load`` unpickles: a checkpoint from the internet can carry an object whose ``__reduce__`` runs
 any command. With ``weights_only=True`` (torch >= 2.6, checked at start-up by :mod:`core.compat`) the
@@ -21,6 +22,29 @@ log = logging.getLogger(__name__)
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def read_safetensors(path: str | os.PathLike, *, what: str = "model file") -> tuple[dict[str, str], dict]:
+    """``(metadata, tensors)`` of a safetensors file: the header's strings, and every tensor (torch).
+
+    The one checked read behind our generator, W-prior and W-statistics loaders; each then checks its
+    own ``format`` and config. safetensors parses a header and copies bytes, nothing more.
+
+    Raises:
+        ModelLoadError: ``"<what> not found: <path>"``, or not a readable safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
 
 
 def load_torch_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> Any:

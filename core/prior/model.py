@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
+from core.models.safe_load import read_safetensors
 from core.prior import schedule
 
 FORMAT = "latent-canvas-wdiffusion/1"
@@ -207,7 +208,10 @@ def save_wdiffusion(model: WDenoiser, path: str | Path, *, metadata: dict | None
 def read_wdiffusion_metadata(path: str | Path) -> dict:
     """The JSON-decoded metadata of a prior file (``config``, ``generator_sha256``, ...)."""
     with safe_open(str(path), framework="pt") as f:
-        raw = dict(f.metadata() or {})
+        return _decode_metadata(dict(f.metadata() or {}))
+
+
+def _decode_metadata(raw: dict[str, str]) -> dict:
     return {k: (v if k == "format" else json.loads(v)) for k, v in raw.items()}
 
 
@@ -215,19 +219,17 @@ def load_wdiffusion(path: str | Path, *, device: str | torch.device = "cpu") -> 
     """Load a denoiser written by :func:`save_wdiffusion`, frozen, in eval mode.
 
     Raises:
-        ModelLoadError: missing, unreadable, not a W-diffusion file, or weights that miss the config.
+        ModelLoadError: missing, unreadable, not a W-diffusion file, a damaged config, or weights that
+        miss the config.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"diffusion prior not found: {path}")
+    raw, tensors = read_safetensors(path, what="diffusion prior")
+    if raw.get("format") != FORMAT:
+        raise ModelLoadError(f"{path.name} is not a W-space diffusion prior (format {raw.get('format')!r})")
     try:
-        meta = read_wdiffusion_metadata(path)
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise ModelLoadError(f"{path.name} is not a W-space diffusion prior (format {meta.get('format')!r})")
-    model = WDenoiser(WDiffusionConfig(**meta["config"]))
+        model = WDenoiser(WDiffusionConfig(**_decode_metadata(raw)["config"]))
+    except (KeyError, ValueError, TypeError) as e:  # crafted or damaged metadata
+        raise ModelLoadError(f"{path.name}: its prior config is missing or damaged: {e}") from e
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

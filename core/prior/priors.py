@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 
 from core.errors import ModelLoadError
+from core.models.safe_load import read_safetensors
 from core.prior import schedule
 from core.prior.model import WDenoiser
 from core.prior.samplers.ddim import ContinuousDDIM, uniform_times
@@ -57,14 +56,7 @@ def load_wstats(path: str | Path) -> WStats:
         ModelLoadError: missing, unreadable or not a W statistics file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"W statistics not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        t = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
+    meta, t = read_safetensors(path, what="W statistics")
     if meta.get("format") != WSTATS_FORMAT or not {"mean", "std", "centres", "counts"} <= set(t):
         raise ModelLoadError(f"{path.name} is not a W statistics file (format {meta.get('format')!r})")
     return WStats(t["mean"].float(), t["std"].float(), t["centres"].float(), t["counts"])
