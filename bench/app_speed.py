@@ -27,7 +27,7 @@ def _wait(app, cond, timeout=600.0) -> None:
     """Run the Qt event loop until ``cond()`` holds, sleeping between events as the app's loop does.
 
     (A ``processEvents()`` + 0.5 ms sleep poll woke the GUI thread 2000 times a second; each wake
-    takes the GIL from the worker, which made jobs look 1.5-2x slower than in the app.)
+    takes the GIL from the worker, which made jobs look 1.2-1.3x slower than in the app.)
     """
     from PySide6.QtCore import QEventLoop, QTimer
 

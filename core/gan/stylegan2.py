@@ -42,10 +42,11 @@ def frozen(module: nn.Module, name: str, fn, *deps: torch.Tensor) -> torch.Tenso
     """``fn(*deps)``, computed once and kept on ``module`` while the generator is frozen.
 
     Inversion runs the same generator hundreds of times with its weights fixed; the equalised-lr
-    weight scales, demodulation sums, FIR kernels and noise images are functions of the weights alone,
-    and rebuilding them is ~100 small ops per step. Nothing is cached while a dependency needs a
-    gradient (training); an in-place change (optimiser, ``load_state_dict``) bumps the tensor's
-    version and a move or new storage changes its address, so a stale value is never returned.
+    weight scales, demodulation sums, FIR kernels and noise images are functions of the weights
+    alone, and rebuilding them is ~50 of the ~600 ops of a 64 px step. Nothing is cached while a
+    dependency needs a gradient (training); an in-place change (optimiser, ``load_state_dict``) bumps
+    the tensor's version and a move or new storage changes its address, so a stale value is never
+    returned.
     Inference-mode results are kept apart: they may not be saved for a later backward pass.
     """
     if torch.compiler.is_compiling() or any(d.requires_grad for d in deps):
