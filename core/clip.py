@@ -247,11 +247,12 @@ def save_clip(
 
 
 def _read_metadata(path: Path) -> dict:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
+
+    from core.types import safetensors_metadata
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
+        return safetensors_metadata(path)
     except (SafetensorError, OSError) as e:
         raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
 

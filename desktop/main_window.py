@@ -408,7 +408,7 @@ class MainWindow(QMainWindow):
         except JobError as e:
             QMessageBox.warning(self, "Cannot run", str(e))
             return False
-        job_params = params[-1] if isinstance(params, tuple) else params  # SD: (model, device, params)
+        job_params = _job_params(params)
         if isinstance(params, tuple):
             self.settings.setValue(f"{panel.kind}/model", params[0] or "")
         self.settings.setValue(f"{panel.kind}/steps", getattr(job_params, "steps", 0))
@@ -423,7 +423,7 @@ class MainWindow(QMainWindow):
         self._current_kind = kind
         self._last_progress = None
         self._accept_requested = False
-        total = int(getattr(params[-1] if isinstance(params, tuple) else params, "steps", 0) or 0)
+        total = int(getattr(_job_params(params), "steps", 0) or 0)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.loss_plot.reset(total)
@@ -747,6 +747,11 @@ def _mask_rgba(mask: np.ndarray) -> np.ndarray:
     rgba[..., :3] = (MASK_COLOUR.red(), MASK_COLOUR.green(), MASK_COLOUR.blue())
     rgba[..., 3] = np.round(np.clip(mask, 0, 1) * 255).astype(np.uint8)
     return rgba
+
+
+def _job_params(params):
+    """The core params dataclass of a request: SD requests are (model, device, params) tuples."""
+    return params[-1] if isinstance(params, tuple) else params
 
 
 def _describe_params(entry: HistoryEntry) -> str:

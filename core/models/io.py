@@ -17,7 +17,7 @@ from core.gan.base import Generator
 from core.gan.dcgan import DCGANGenerator
 from core.gan.stylegan2 import StyleGAN2Generator
 from core.models.safe_load import read_safetensors
-from core.types import GENERATOR_FORMAT, safetensors_metadata
+from core.types import GENERATOR_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ def save_generator(G: Generator, path: str | Path, *, extra_metadata: dict | Non
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
     return path
-
-
-def read_metadata(path: str | Path) -> dict:
-    return safetensors_metadata(path)
 
 
 def load_generator_safetensors(path: str | Path, *, device: str | torch.device = "cpu") -> Generator:

@@ -33,16 +33,16 @@ def read_safetensors(path: str | os.PathLike, *, what: str = "model file") -> tu
     Raises:
         ModelLoadError: ``"<what> not found: <path>"``, or not a readable safetensors file.
     """
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from core.types import safetensors_metadata
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{what} not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        return meta, load_file(str(path))
+        return safetensors_metadata(path), load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"{path.name} is not a readable safetensors file: {e}") from e
 

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
 from core.models.safe_load import read_safetensors
 from core.prior import schedule
+from core.types import safetensors_metadata
 
 FORMAT = "latent-canvas-wdiffusion/1"
 SPACES = ("w", "w+")
@@ -207,8 +207,7 @@ def save_wdiffusion(model: WDenoiser, path: str | Path, *, metadata: dict | None
 
 def read_wdiffusion_metadata(path: str | Path) -> dict:
     """The JSON-decoded metadata of a prior file (``config``, ``generator_sha256``, ...)."""
-    with safe_open(str(path), framework="pt") as f:
-        return _decode_metadata(dict(f.metadata() or {}))
+    return _decode_metadata(safetensors_metadata(path))
 
 
 def _decode_metadata(raw: dict[str, str]) -> dict:
