@@ -156,8 +156,9 @@ def test_cluster_prior_descends_towards_the_nearest_centre():
 @pytest.mark.parametrize("prediction", ["v", "eps"])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_fast_projection_equals_the_plain_update_loop(prediction, eta):
-    """DiffusionPrior.project batches the time modulation and reuses alpha_bar floats; the result must
-    be the textbook loop's: the model called with its times, the DDIM update on the schedule."""
+    """DiffusionPrior.project batches the time modulation (kept between calls), folds eps and the DDIM
+    update into one multiply-add and runs packed linear layers; the result must be the textbook loop's:
+    the model called with its times, the DDIM update on the schedule."""
     model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=64, prediction=prediction), seed=3).eval()
     gen = torch.Generator().manual_seed(6)  # a trained-looking, non-zero output layer
     torch.nn.init.normal_(model.out.weight, std=0.05, generator=gen)
@@ -165,6 +166,8 @@ def test_fast_projection_equals_the_plain_update_loop(prediction, eta):
     prior = DiffusionPrior(model, steps=10, t_start=0.05, t_end=0.0, eta=eta)
     w = torch.randn(6, 16, generator=torch.Generator().manual_seed(4))
     fast = prior.project(w, generator=torch.Generator().manual_seed(5))
+    again = prior.project(w, generator=torch.Generator().manual_seed(5))  # the kept conditioning
+    assert torch.equal(again, fast)
 
     gen = torch.Generator().manual_seed(5)
     times = uniform_times(10, start=0.05, end=0.0)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.frozen import frozen
 from core.gan.base import Generator
 
 LRELU_GAIN = math.sqrt(2)
@@ -36,28 +37,6 @@ class StyleGAN2Config:
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
-
-
-def frozen(module: nn.Module, name: str, fn, *deps: torch.Tensor) -> torch.Tensor:
-    """``fn(*deps)``, computed once and kept on ``module`` while the generator is frozen.
-
-    Inversion runs the same generator hundreds of times with its weights fixed; the equalised-lr
-    weight scales, demodulation sums, FIR kernels and noise images are functions of the weights
-    alone, and rebuilding them is ~50 of the ~600 ops of a 64 px step. Nothing is cached while a
-    dependency needs a gradient (training); an in-place change (optimiser, ``load_state_dict``) bumps
-    the tensor's version and a move or new storage changes its address, so a stale value is never
-    returned.
-    Inference-mode results are kept apart: they may not be saved for a later backward pass.
-    """
-    if torch.compiler.is_compiling() or any(d.requires_grad for d in deps):
-        return fn(*deps)  # under torch.compile the graph holds these terms itself
-    key = (torch.is_inference_mode_enabled(), *((d.data_ptr(), d._version, d.dtype, d.device) for d in deps))
-    cache = module.__dict__.setdefault("_frozen_cache", {})
-    hit = cache.get(name)
-    if hit is None or hit[0] != key:
-        with torch.no_grad():
-            hit = cache[name] = (key, fn(*deps))
-    return hit[1]
 
 
 def setup_filter(taps) -> torch.Tensor:

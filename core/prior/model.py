@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
+from core.frozen import frozen, packed_linear
 from core.models.safe_load import read_safetensors
 from core.prior import schedule
 from core.types import safetensors_metadata
@@ -82,9 +83,15 @@ class AdaGNBlock(nn.Module):
         self.film = nn.Linear(time_dim, 2 * width)
         self.linear = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """``scale``, ``shift`` [N or 1, width]: this block's ``film`` of the time embedding."""
-        return x + self.linear(nn.functional.silu(self.norm(x) * (1 + scale) + shift))
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 + scale, shift)``, each [N, width], of a time embedding ``temb`` [N, time_dim]."""
+        scale, shift = self.film(temb).chunk(2, dim=1)
+        return 1 + scale, shift
+
+    def forward(self, x: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``gain``, ``shift`` [N or 1, width]: this block's :meth:`modulation`."""
+        h = nn.functional.silu(torch.addcmul(shift, self.norm(x), gain))
+        return packed_linear(self.linear, h, residual=x)  # F.linear + x where gradients are wanted
 
 
 class WDenoiser(nn.Module):
@@ -109,14 +116,27 @@ class WDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def conditioning(self, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every block's time modulation ``(scale, shift)``, each [N, width], for times ``t`` [N].
+        """Every block's time modulation ``(1 + scale, shift)``, each [N, width], for times ``t`` [N].
 
         It depends on ``t`` alone, so a sampler that visits known times computes it for all of them
         in one batched pass (:class:`core.prior.priors.DiffusionPrior`): the FiLM layers hold a third
         of the weights and would otherwise run once per update, on a handful of rows each time.
         """
         temb = self.time(timestep_embedding(t, self.cfg.time_dim))  # [N, time_dim]
-        return [tuple(block.film(temb).chunk(2, dim=1)) for block in self.blocks]
+        return [block.modulation(temb) for block in self.blocks]
+
+    def grid_conditioning(self, times: tuple[float, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`conditioning` of a fixed grid of ``times``, kept while the weights stay frozen.
+
+        The projection job visits the same K times after every task step (see :func:`core.frozen.frozen`).
+        """
+        deps = [p for m in (self.time, *(b.film for b in self.blocks)) for p in m.parameters()]
+        ref = self.inp.weight
+
+        def make(*_: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return self.conditioning(torch.tensor(times, dtype=ref.dtype, device=ref.device))
+
+        return frozen(self, f"conditioning_{times}", make, *deps)
 
     def raw(
         self,
@@ -131,10 +151,10 @@ class WDenoiser(nn.Module):
         if cond is None:
             t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
             cond = self.conditioning(t)
-        h = self.inp(x_t)  # [N, width]
-        for block, (scale, shift) in zip(self.blocks, cond, strict=True):
-            h = block(h, scale, shift)
-        return self.out(nn.functional.silu(self.out_norm(h)))  # [N, dim]
+        h = packed_linear(self.inp, x_t)  # [N, width]
+        for block, (gain, shift) in zip(self.blocks, cond, strict=True):
+            h = block(h, gain, shift)
+        return packed_linear(self.out, nn.functional.silu(self.out_norm(h)))  # [N, dim]
 
     def forward(
         self,
@@ -155,8 +175,14 @@ class WDenoiser(nn.Module):
         if self.cfg.prediction == "eps":
             return out
         if isinstance(ab, float):
-            return torch.add(out, x_t, alpha=(1 - ab) ** 0.5 / ab**0.5).mul_(ab**0.5)
+            c_x, c_out = self.eps_coefficients(ab)
+            return torch.add(out, x_t, alpha=c_x / c_out).mul_(c_out)
         return (1 - ab).sqrt() * x_t + ab.sqrt() * out  # eps = sqrt(1 - ab) x_t + sqrt(ab) v
+
+    def eps_coefficients(self, ab: float) -> tuple[float, float]:
+        """``(c_x, c_out)`` with ``eps = c_x x_t + c_out out`` at ``alpha_bar = ab``: the noise is linear in
+        the input and the network output for both targets (eps: ``(0, 1)``; v: ``(sqrt(1 - ab), sqrt(ab))``)."""
+        return (0.0, 1.0) if self.cfg.prediction == "eps" else ((1 - ab) ** 0.5, ab**0.5)
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What :meth:`raw` is trained to output for ``x_t = add_noise(x0, eps, t)``."""

@@ -147,14 +147,16 @@ class DiffusionPrior(Prior):
     @torch.no_grad()
     def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.model.normalize(_rows(self.model, w))  # [M, dim]
-        times = self.scheduler.timesteps
-        # The K updates' time modulation in one batched pass, not K (see WDenoiser.conditioning).
-        conds = self.model.conditioning(torch.tensor(times, dtype=x.dtype, device=x.device))
+        sched, times = self.scheduler, self.scheduler.timesteps
+        # The K updates' time modulation in one batched pass, once per job (see WDenoiser.conditioning).
+        conds = self.model.grid_conditioning(tuple(times))
         for k, t in enumerate(times):
-            cond = [(scale[k : k + 1], shift[k : k + 1]) for scale, shift in conds]
-            out = self.model.raw(x, None, cond)
-            eps = self.model.eps_from_output(out, x, self.scheduler.alpha_bar(t))
-            x = self.scheduler.step(eps, t, x, generator=generator)
+            out = self.model.raw(x, None, [(gain[k : k + 1], shift[k : k + 1]) for gain, shift in conds])
+            # eps and the DDIM update are both linear: x <- c_sample x + c_eps (c_x x + c_out out)
+            c_sample, c_eps, std = sched.coefficients(t)
+            c_x, c_out = self.model.eps_coefficients(sched.alpha_bar(t))
+            x = x.mul_(c_sample + c_eps * c_x).add_(out, alpha=c_eps * c_out)
+            x = sched.add_noise(x, std, generator)
         return self.model.denormalize(x).reshape(w.shape)
 
     def log_density(self, w: torch.Tensor, **kw) -> torch.Tensor:
