@@ -59,7 +59,9 @@ def _probe_packed() -> bool:
         if not torch.backends.mkldnn.is_available():
             return False
         w, b, x = torch.randn(8, 4), torch.randn(8), torch.randn(3, 4)
-        y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, 3), b, "none", [], "")
+        y = torch.ops.mkldnn._linear_pointwise(
+            x, torch.ops.mkldnn._reorder_linear_weight(w, 3), b, "none", [], ""
+        )
         return bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
     except (AttributeError, RuntimeError, NotImplementedError) as e:  # an op missing from this build
         log.info("oneDNN packed linear unavailable (%s); using F.linear", e)

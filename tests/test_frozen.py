@@ -67,3 +67,6 @@ def test_prior_grid_conditioning_is_rebuilt_after_a_weight_change():
     fresh = model.grid_conditioning(times)
     assert fresh is not first
     assert torch.allclose(fresh[0][0], model.conditioning(torch.tensor(times))[0][0])
+    with torch.no_grad():
+        model.blocks[1].norm.bias.add_(1.0)  # folded into the offsets: a change there counts too
+    assert model.grid_conditioning(times) is not fresh

@@ -151,7 +151,7 @@ class DiffusionPrior(Prior):
         # The K updates' time modulation in one batched pass, once per job (see WDenoiser.conditioning).
         conds = self.model.grid_conditioning(tuple(times))
         for k, t in enumerate(times):
-            out = self.model.raw(x, None, [(gain[k : k + 1], shift[k : k + 1]) for gain, shift in conds])
+            out = self.model.raw(x, None, [(gain[k : k + 1], off[k : k + 1]) for gain, off in conds])
             # eps and the DDIM update are both linear: x <- c_sample x + c_eps (c_x x + c_out out)
             c_sample, c_eps, std = sched.coefficients(t)
             c_x, c_out = self.model.eps_coefficients(sched.alpha_bar(t))
