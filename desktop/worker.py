@@ -11,7 +11,7 @@ import enum
 import logging
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +149,6 @@ class Worker(QThread):
         return self._perceptual
 
     def _run_invert(self, req: JobRequest) -> None:
-        from dataclasses import replace
-
         from core.jobs.events import CancelToken
         from core.jobs.invert import invert
 
@@ -236,6 +234,8 @@ class Worker(QThread):
         model = self._resource(("sd", source, device), lambda: load_sd_model(source, device=device))
         self._cancel = token = CancelToken()
         self._emit(MsgKind.STARTED, req.job_id)
+        # Decode no more previews than _drive forwards: each costs a (tiny) VAE pass.
+        params = replace(params, preview_interval_s=self._preview_interval)
         self._drive(req, sdedit(params, model, cancel=token))
 
     def _interpolate_frame(self, req: JobRequest) -> None:

@@ -355,9 +355,17 @@ def test_prior_panel_runs_a_scribble_projection(window, qtbot):
     assert entry.kind == "project" and entry.images.shape[0] == 2 and entry.ws is not None
 
 
-def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path):
+def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path, monkeypatch):
+    import core.sd.sdedit
     from core.sd.tiny import write_tiny_pipeline
 
+    seen, real = [], core.sd.sdedit.sdedit
+
+    def spy(params, model, **kw):
+        seen.append(params)
+        return real(params, model, **kw)
+
+    monkeypatch.setattr(core.sd.sdedit, "sdedit", spy)
     folder = write_tiny_pipeline(tmp_path / "tiny-sd")
     window.canvas.stroke([(2, 2), (14, 14)])
     p = window.sd_panel
@@ -370,6 +378,7 @@ def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path):
     _wait_result(window, qtbot)
     entry = window.history_entries[0]
     assert entry.kind == "sdedit" and entry.images.ndim == 4 and entry.params["steps"] == 10
+    assert seen[0].preview_interval_s > 0  # the worker decodes no preview it would not forward
 
 
 def test_model_picker_lists_generators_the_model_manager_finds(qtbot, tmp_path, monkeypatch, settings):

@@ -237,6 +237,8 @@ def test_previews_every_step_and_at_the_cadence(model):
     assert all(e.preview.dtype == np.uint8 and e.latent.shape == (1, 4, 8, 8) for e in events)
     _, sparse = run(model, steps=10, strength=1.0, preview_every=3)
     assert [e.step for e in sparse if e.preview is not None] == [3, 6, 9, 10]
+    _, gated = run(model, steps=10, strength=1.0, preview_interval_s=3600.0)  # the app's repaint gate
+    assert [e.step for e in gated if e.preview is not None] == [1, 10]  # the first at once, the last always
     _, full = run(model, steps=10, strength=1.0, preview="full")
     final = decode(model, torch.from_numpy(full[-1].latent))  # the last x is x0
     assert full[-1].preview.shape == (1, 16, 16, 3) and final.shape == (1, 3, 16, 16)

@@ -38,6 +38,7 @@ class SDEditParams:
     paste_back: bool = True  # composite the guide over the unmasked region of the decoded result
     preview: str = "fast"  # "fast" (tiny decoder or linear latent->RGB), "full" (VAE decode), "none"
     preview_every: int = 1  # a preview every k steps (and at the last)
+    preview_interval_s: float = 0.0  # and at most one per this many seconds (the app: its repaint rate)
 
     def __post_init__(self) -> None:
         g = self.guide
@@ -55,6 +56,8 @@ class SDEditParams:
             raise JobError(f"preview must be one of {PREVIEWS}, got {self.preview!r}")
         if self.steps < 1 or self.preview_every < 1 or self.num_samples < 1:
             raise JobError("steps, preview_every and num_samples must be >= 1")
+        if not self.preview_interval_s >= 0:
+            raise JobError(f"preview_interval_s must be >= 0, got {self.preview_interval_s}")
         if self.guidance_scale < 0 or self.mask_feather < 0:
             raise JobError("guidance_scale and mask_feather must be >= 0")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):

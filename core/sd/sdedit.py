@@ -248,12 +248,18 @@ def sdedit(
     # 2. noise the guide to the first timestep's level
     x = run.scheduler.add_noise(run.guide_latent, run.noise, run.timesteps[:1])
     x0, done, total = run.guide_latent.expand_as(x), [], len(run.timesteps)
+    last_preview = -math.inf
     for i, t in enumerate(run.timesteps):
         if cancel is not None and cancel.cancelled:
             return _finish(p, model, run, x0, done, size, started, cancelled=True)
         x, x0 = _step(model, run, x, t, i)
         done.append(int(t))
-        show = preview is not None and ((i + 1) % p.preview_every == 0 or i + 1 == total)
+        # A preview costs a decode: none that the screen could not show (preview_interval_s), but
+        # always the last step's.
+        now = time.perf_counter()
+        due = (i + 1) % p.preview_every == 0 and now - last_preview >= p.preview_interval_s
+        show = preview is not None and (due or i + 1 == total)
+        last_preview = now if show else last_preview
         yield Progress(
             i + 1,
             total,
