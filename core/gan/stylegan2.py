@@ -63,7 +63,11 @@ def upfirdn2d(
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, list(padding))
+    x0, x1, y0, y1 = padding
+    conv_padding = (y0, x0) if x0 == x1 >= 0 and y0 == y1 >= 0 else 0
+    if conv_padding == 0:
+        x = F.pad(x, [x0, x1, y0, y1])
+    # else the conv pads: a separate pad costs a copy forward and a strided one backward
 
     def make_kernel(f: torch.Tensor) -> torch.Tensor:
         return (f * gain).flip([0, 1])[None, None].repeat(c, 1, 1, 1).to(x.dtype)
@@ -72,7 +76,7 @@ def upfirdn2d(
         kernel = make_kernel(f)
     else:
         kernel = frozen(owner, f"fir_{c}_{gain}_{x.dtype}", make_kernel, f)
-    return F.conv2d(x, kernel, groups=c)
+    return F.conv2d(x, kernel, groups=c, padding=conv_padding)
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor, *, lrelu: bool, gain: float, clamp: float | None):
@@ -197,9 +201,16 @@ def _modulated_conv2d_spatial(x, weight, styles, up, padding, resample_filter, o
     if up == 1:
         x = F.conv2d(x, weight, padding=padding)
     else:
-        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
+        # conv_transpose2d wants [I, O, k, k]; a transposed view would be copied on every call,
+        # forward and backward (the largest copies of a 64 px step), so the copy is kept while frozen.
+        wt = frozen(owner, "weight_t", _transposed, weight) if owner is not None else _transposed(weight)
+        x = F.conv_transpose2d(x, wt, stride=up)
         x = _up_fir(x, resample_filter, up, padding, weight.shape[-1], owner)
     return x
+
+
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    return weight.transpose(0, 1).contiguous()
 
 
 class SynthesisLayer(nn.Module):
