@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n".join(out), flush=True)
     if "invert" in sections:
-        emit(invert_speed.run(G, steps=3 if a.quick else 30, batches=(1, 2) if a.quick else (1, 8)))
+        batches = (1, 2) if a.quick else (1, 8)
+        emit(invert_speed.run(G, steps=3 if a.quick else 30, batches=batches, repeats=1 if a.quick else 3))
     if "options" in sections:
         from bench import options
 

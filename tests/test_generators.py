@@ -86,6 +86,41 @@ def test_unfused_modconv_equals_fused(batch):
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-3)
 
 
+def _upfirdn2d_reference(x, f, up, padding, gain):
+    """The textbook order (official ``_upfirdn2d_ref``): zero insertion, pad or crop, flipped-FIR."""
+    n, c, h, w = x.shape
+    u = x.new_zeros(n, c, h * up, w * up)
+    u[:, :, ::up, ::up] = x
+    x0, x1, y0, y1 = padding
+    u = torch.nn.functional.pad(u, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    u = u[:, :, max(-y0, 0) : u.shape[2] - max(-y1, 0), max(-x0, 0) : u.shape[3] - max(-x1, 0)]
+    k = (f * gain).flip([0, 1])[None, None].repeat(c, 1, 1, 1)
+    return torch.nn.functional.conv2d(u, k, groups=c)
+
+
+@pytest.mark.parametrize(
+    "up, padding",
+    [(2, (2, 1, 2, 1)), (2, (1, 1, 1, 1)), (2, (1, 2, 1, 2)), (2, (2, 1, 1, 2)), (1, (1, 1, 1, 1)),
+     (1, (2, 1, 2, 1)), (1, (-1, -1, -1, -1)), (1, (0, 0, 0, 0))],
+)  # fmt: skip
+def test_upfirdn2d_equals_the_textbook_order(up, padding):
+    """upfirdn2d takes shortcuts (one transposed conv for up-sampling, the conv's own padding); each
+    must equal zero insertion + pad + FIR, values and gradients, for a filter that is not symmetric."""
+    from core.gan.stylegan2 import upfirdn2d
+
+    gen = torch.Generator().manual_seed(0)
+    f = torch.rand(4, generator=gen)[:, None] * torch.rand(4, generator=gen)[None]  # [4, 4], asymmetric
+    x = torch.randn(2, 3, 7, 7, generator=gen, requires_grad=True)
+    out = upfirdn2d(x, f, up=up, padding=padding, gain=up**2)
+    ref = _upfirdn2d_reference(x, f, up, padding, up**2)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.randn(ref.shape, generator=gen)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(gx, gr, atol=1e-5)
+
+
 def test_frozen_weight_terms_never_go_stale():
     """The generator keeps weight-only terms while frozen (core.gan.stylegan2.frozen): an in-place
     weight change, an inference-mode call, and training (weights needing grads) must all still see
