@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,21 @@ def _probe_packed() -> bool:
     except (AttributeError, RuntimeError, NotImplementedError) as e:  # an op missing from this build
         log.info("oneDNN packed linear unavailable (%s); using F.linear", e)
         return False
+
+
+def linear_for_rows(
+    layer: nn.Linear, rows: int
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """``f(x, residual)`` = ``layer(x)`` (+ ``residual``) for no-grad calls on ``rows`` rows, its weight
+    resolved (packed) once: for loops that run the same frozen layer many times on one batch."""
+    w, b = layer.weight, layer.bias
+    if rows < 2 or w.dtype != torch.float32 or w.device.type != "cpu" or not packed_linear_available():
+        return lambda x, residual: F.linear(x, w, b) if residual is None else F.linear(x, w, b) + residual
+    packed = frozen(layer, f"packed_{rows}", lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows), w)
+    op = torch.ops.mkldnn._linear_pointwise
+    return lambda x, residual: (
+        op(x, packed, b, "none", [], "") if residual is None else op.binary(x, residual, packed, b, "add")
+    )
 
 
 def packed_linear(layer: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

@@ -66,7 +66,24 @@ def test_prior_grid_conditioning_is_rebuilt_after_a_weight_change():
         model.blocks[0].film.weight.add_(1.0)
     fresh = model.grid_conditioning(times)
     assert fresh is not first
-    assert torch.allclose(fresh[0][0], model.conditioning(torch.tensor(times))[0][0])
+    gain, offset = model.conditioning(torch.tensor(times))[0]  # block 0, [2 times, width]
+    assert torch.allclose(fresh[1][0][0], gain[1:]) and torch.allclose(fresh[1][0][1], offset[1:])
     with torch.no_grad():
         model.blocks[1].norm.bias.add_(1.0)  # folded into the offsets: a change there counts too
     assert model.grid_conditioning(times) is not fresh
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_prior_frozen_raw_equals_raw(rows):
+    """The projection's resolved-once pass must compute what raw() computes (AdaGN blocks, out layer)."""
+    model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=64), seed=1).eval().requires_grad_(False)
+    torch.nn.init.normal_(model.out.weight, std=0.05, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for b in model.blocks:  # a trained-looking norm affine, folded into the modulation
+            b.norm.weight.uniform_(0.5, 1.5)
+            b.norm.bias.normal_()
+    x, times = torch.randn(rows, 16), (0.05, 0.01)
+    cond = model.grid_conditioning(times)[1]
+    with torch.no_grad():
+        expected = model.raw(x, torch.full((rows,), 0.01))
+        assert torch.allclose(model.frozen_raw(rows)(x, cond), expected, atol=1e-5)

@@ -150,8 +150,9 @@ class DiffusionPrior(Prior):
         sched, times = self.scheduler, self.scheduler.timesteps
         # The K updates' time modulation in one batched pass, once per job (see WDenoiser.conditioning).
         conds = self.model.grid_conditioning(tuple(times))
-        for k, t in enumerate(times):
-            out = self.model.raw(x, None, [(gain[k : k + 1], off[k : k + 1]) for gain, off in conds])
+        raw = self.model.frozen_raw(x.shape[0])
+        for t, cond in zip(times, conds, strict=True):
+            out = raw(x, cond)
             # eps and the DDIM update are both linear: x <- c_sample x + c_eps (c_x x + c_out out)
             c_sample, c_eps, std = sched.coefficients(t)
             c_x, c_out = self.model.eps_coefficients(sched.alpha_bar(t))
