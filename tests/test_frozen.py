@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import core.frozen
-from core.frozen import packed_linear, packed_linear_available
+from core.frozen import linear_for_rows, packed_linear, packed_linear_available
 from core.prior.model import WDiffusionConfig, build_wdiffusion
 
 
@@ -25,6 +25,12 @@ def test_packed_linear_equals_linear_with_and_without_residual(rows):
         assert torch.allclose(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
         fused = packed_linear(layer, x, residual=res)
     assert torch.allclose(fused, F.linear(x, layer.weight, layer.bias) + res, atol=1e-5)
+    for lin in (layer, nn.Linear(48, 32, bias=False).requires_grad_(False)):  # resolved once, per row count
+        f, ref = linear_for_rows(lin, rows), F.linear(x, lin.weight, lin.bias)
+        with torch.no_grad():
+            assert torch.allclose(f(x, None), ref, atol=1e-5) and torch.allclose(
+                f(x, res), ref + res, atol=1e-5
+            )
 
 
 def test_packed_linear_follows_weight_changes_and_row_counts():
