@@ -440,9 +440,12 @@ def test_cancel_through_the_worker_stops_within_one_step(qtbot, model_file, monk
     calls = []
     real = StyleGAN2Generator.synthesis
     step_gate = threading.Semaphore(0)  # the worker may start a step only when the test lets it
+    fifth_in_flight = threading.Event()
 
     def counted(self, ws):
         if ws.requires_grad:  # the optimisation's forward passes, not the final render
+            if len(calls) == 4:
+                fifth_in_flight.set()
             step_gate.acquire(timeout=30)
             calls.append(1)
         return real(self, ws)
@@ -457,10 +460,12 @@ def test_cancel_through_the_worker_stops_within_one_step(qtbot, model_file, monk
         qtbot.waitUntil(lambda: any(m.kind is MsgKind.MODEL_LOADED for m in got), timeout=60_000)
         params = InvertParams(target=np.full((16, 16, 3), 90, np.uint8), steps=1000, perceptual_weight=0)
         worker.submit(JobRequest(2, "invert", params))
-        for _ in range(5):
+        for _ in range(4):
             step_gate.release()
-        qtbot.waitUntil(lambda: len(calls) == 5, timeout=60_000)
-        worker.cancel_current()  # the 5th step is in flight or done; a 6th must never start
+        # Cancel while the 5th step is in flight (held at the gate): it may finish, a 6th must not
+        # start. (Cancelling after the 5th finished raced the worker into a 6th step.)
+        qtbot.waitUntil(fifth_in_flight.is_set, timeout=60_000)
+        worker.cancel_current()
         for _ in range(3):
             step_gate.release()
         qtbot.waitUntil(lambda: any(m.kind is MsgKind.CANCELLED for m in got), timeout=60_000)
