@@ -92,7 +92,9 @@ def run(*, quick: bool = False) -> Table:
             gen = torch.Generator().manual_seed(0)
             t_task = timed(task_step, repeats=15, warmup=3)
             t_prior = timed(
-                lambda w=w, prior=prior, gen=gen: prior.project(w.detach(), generator=gen), repeats=15, warmup=3
+                lambda w=w, prior=prior, gen=gen: prior.project(w.detach(), generator=gen),
+                repeats=15,
+                warmup=3,
             )
             kw = {"clip": clip, "perceptual_loss": perc, "prior_model": model}
             job_none = _job_seconds_per_step(_params(task, G, n, steps, "none"), G, **kw)

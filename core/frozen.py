@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def frozen(module: nn.Module, name: str, fn, *deps: torch.Tensor) -> torch.Tensor:
-    """``fn(*deps)``, computed once and kept on ``module`` while the generator is frozen.
+    """``fn(*deps)``, computed once and kept on ``module`` while its weights are frozen.
 
     Inversion runs the same generator hundreds of times with its weights fixed; the equalised-lr
     weight scales, demodulation sums, FIR kernels and noise images are functions of the weights
@@ -93,23 +93,11 @@ def linear_for_rows(
 def packed_linear(layer: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     """``layer(x)`` (+ ``residual``, fused), with the weight packed for oneDNN once per row count.
 
-    Falls back to ``F.linear`` where the packed op cannot serve: gradients wanted, not float32 on
-    CPU, a 1-row input (MKL's matrix-vector path is as fast), or a torch build without the op.
+    Plain ``F.linear`` where gradients are wanted or ``x`` is not a 2-D batch of rows; otherwise
+    :func:`linear_for_rows` (which also serves one-row inputs, other devices and torch builds without
+    the op).
     """
-    w = layer.weight
-    if (
-        torch.is_grad_enabled()
-        or x.dtype != torch.float32
-        or x.device.type != "cpu"
-        or x.dim() != 2
-        or x.shape[0] < 2
-        or w.requires_grad
-        or not packed_linear_available()
-    ):
-        y = F.linear(x, w, layer.bias)
+    if torch.is_grad_enabled() or x.dim() != 2 or layer.weight.requires_grad:
+        y = F.linear(x, layer.weight, layer.bias)
         return y if residual is None else y + residual
-    rows = x.shape[0]
-    packed = frozen(layer, f"packed_{rows}", lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows), w)
-    if residual is None:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, "none", [], "")
-    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, layer.bias, "add")
+    return linear_for_rows(layer, x.shape[0])(x, residual)

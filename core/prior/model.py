@@ -95,8 +95,8 @@ class AdaGNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """``gain``, ``offset`` [N or 1, width]: this block's :meth:`modulation`."""
-        n = nn.functional.group_norm(x, self.norm.num_groups, eps=self.norm.eps)
-        h = nn.functional.silu(torch.addcmul(offset, n, gain))
+        n = F.group_norm(x, self.norm.num_groups, eps=self.norm.eps)
+        h = F.silu(torch.addcmul(offset, n, gain))
         return packed_linear(self.linear, h, residual=x)  # F.linear + x where gradients are wanted
 
 
@@ -178,7 +178,7 @@ class WDenoiser(nn.Module):
         h = packed_linear(self.inp, x_t)  # [N, width]
         for block, (gain, offset) in zip(self.blocks, cond, strict=True):
             h = block(h, gain, offset)
-        return packed_linear(self.out, nn.functional.silu(self.out_norm(h)))  # [N, dim]
+        return packed_linear(self.out, F.silu(self.out_norm(h)))  # [N, dim]
 
     def forward(
         self,
