@@ -94,3 +94,13 @@ def test_prior_frozen_raw_equals_raw(rows):
     with torch.no_grad():
         expected = model.raw(x, torch.full((rows,), 0.01))
         assert torch.allclose(model.frozen_raw(rows)(x, cond), expected, atol=1e-5)
+
+
+def test_probe_refuses_an_op_that_misbehaves(monkeypatch):
+    """Whatever the internal op raises on some build, the probe answers "use F.linear"."""
+
+    def broken(*args):
+        raise TypeError("a changed signature")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", broken)
+    assert core.frozen._probe_packed() is False
