@@ -99,6 +99,18 @@ class Canvas(QWidget):
         self.undo_stack.clear()
         self.update()
 
+    def rescale(self, resolution: int) -> None:
+        """Keep every layer, scaled to a new model's ``resolution`` (an image opened, a session
+        recovered or a scribble drawn while a model was loading must survive its arrival); the result
+        and the undo history (snapshots at the old size) go."""
+        base, layers = self.base, self.layers
+        self.resolution = resolution
+        self.base = self._fit(base)
+        self.layers = {layer: self._fit(img) for layer, img in layers.items()}
+        self.result = None
+        self.undo_stack.clear()
+        self.update()
+
     def _blank(self) -> QImage:
         img = QImage(self.resolution, self.resolution, QImage.Format.Format_ARGB32_Premultiplied)
         img.fill(Qt.GlobalColor.transparent)

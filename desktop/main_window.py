@@ -501,7 +501,7 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info
-        self.canvas.reset(info["resolution"])
+        self.canvas.rescale(info["resolution"])
         if self._pending_project is not None:
             self._apply_project(self._pending_project)
             self._pending_project = None
@@ -645,7 +645,7 @@ class MainWindow(QMainWindow):
     def _load_project(self, project) -> None:
         model = Path(project.model) if project.model else None
         if model is not None and model != self.model_path and model.is_file():
-            self._pending_project = project  # applied when the model has loaded (it resets the canvas)
+            self._pending_project = project  # applied when the model has loaded (it rescales the canvas)
             self.load_model(model)
         else:
             if model is not None and not model.is_file():

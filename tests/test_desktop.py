@@ -341,6 +341,24 @@ def test_killed_app_is_offered_recovery(qtbot, tmp_path, model_file, settings, m
     w.worker.stop()
 
 
+def test_image_opened_while_the_model_loads_survives_its_arrival(qtbot, tmp_path, model_file, settings):
+    """`latent-canvas --image x.png` opens the image before the worker has loaded the model; the
+    model's arrival used to reset the canvas to grey (and an autosave could then keep the grey one)."""
+    from core.imageio import save_png
+
+    image = save_png(np.full((16, 16, 3), (200, 30, 60), np.uint8), tmp_path / "red.png")
+    w = MainWindow(model_file, settings=settings)
+    qtbot.addWidget(w)
+    assert w.model_info is None  # the worker's message cannot arrive before the event loop runs
+    assert w.open_image(str(image))
+    r = w.canvas.resolution  # the size before the model arrives
+    w.canvas.stroke([(r / 4, r / 4), (3 * r / 4, 3 * r / 4)])
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    assert tuple(w.canvas.base_rgb()[8, 8]) == (200, 30, 60)
+    assert w.canvas.scribble_rgba()[8, 8, 3] > 0  # the scribble too, scaled to the model's 16 px
+    w.worker.stop()
+
+
 def test_prior_panel_runs_a_scribble_projection(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     p = window.prior_panel
