@@ -193,14 +193,11 @@ class WDenoiser(nn.Module):
         ab = schedule.alpha_bar(torch.as_tensor(t).expand(x_t.shape[0])).to(x_t)[:, None]
         return self.eps_from_output(out, x_t, ab)
 
-    def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor | float) -> torch.Tensor:
-        """The noise ``eps`` from the network output ``out`` of ``x_t`` whose ``alpha_bar`` is ``ab``
-        ([N, 1], or a float shared by every row)."""
+    def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        """The noise ``eps`` from the network output ``out`` of ``x_t`` whose ``alpha_bar`` is ``ab`` [N, 1]
+        (the projection's fixed grid uses :meth:`eps_coefficients` instead)."""
         if self.cfg.prediction == "eps":
             return out
-        if isinstance(ab, float):
-            c_x, c_out = self.eps_coefficients(ab)
-            return torch.add(out, x_t, alpha=c_x / c_out).mul_(c_out)
         return (1 - ab).sqrt() * x_t + ab.sqrt() * out  # eps = sqrt(1 - ab) x_t + sqrt(ab) v
 
     def eps_coefficients(self, ab: float) -> tuple[float, float]:

@@ -148,7 +148,7 @@ class DiffusionPrior(Prior):
     def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.model.normalize(_rows(self.model, w))  # [M, dim]
         sched, times = self.scheduler, self.scheduler.timesteps
-        # The K updates' time modulation in one batched pass, once per job (see WDenoiser.conditioning).
+        # The K updates' time modulation: one batched pass, kept while frozen (WDenoiser.grid_conditioning).
         conds = self.model.grid_conditioning(tuple(times))
         raw = self.model.frozen_raw(x.shape[0])
         for t, cond in zip(times, conds, strict=True):
@@ -157,7 +157,7 @@ class DiffusionPrior(Prior):
             c_sample, c_eps, std = sched.coefficients(t)
             c_x, c_out = self.model.eps_coefficients(sched.alpha_bar(t))
             x = x.mul_(c_sample + c_eps * c_x).add_(out, alpha=c_eps * c_out)
-            x = sched.add_noise(x, std, generator)
+            x = sched.add_step_noise(x, std, generator)
         return self.model.denormalize(x).reshape(w.shape)
 
     def log_density(self, w: torch.Tensor, **kw) -> torch.Tensor:

@@ -71,10 +71,10 @@ class ContinuousDDIM:
         """One update from ``t`` to the next grid time, given the predicted noise ``model_output``."""
         c_sample, c_eps, std = self.coefficients(t)
         prev = torch.add(c_sample * sample, model_output, alpha=c_eps)
-        return self.add_noise(prev, std, generator)
+        return self.add_step_noise(prev, std, generator)
 
     @staticmethod
-    def add_noise(prev: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    def add_step_noise(prev: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
         """``prev + std z`` (in place) for ``std > 0``; ``prev`` itself for the deterministic update."""
         if std > 0:
             prev.add_(torch.randn(prev.shape, generator=generator).to(prev), alpha=std)
