@@ -3,12 +3,13 @@
 - :func:`frozen` keeps a weight-only term (a scaled weight, a demodulation sum, a filter) on the
   module instead of rebuilding it every call.
 - :func:`packed_linear` runs a frozen ``nn.Linear`` through oneDNN with its weight packed once, for
-  calls that need no gradient (the W prior's denoising passes).
+  calls that need no gradient (the W prior's denoising passes), where that is faster on this CPU.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -41,18 +42,29 @@ def frozen(module: nn.Module, name: str, fn, *deps: torch.Tensor) -> torch.Tenso
 
 
 # oneDNN's linear with a pre-packed weight: what inductor's CPU "freezing" pass emits. F.linear hands
-# MKL the plain weight and MKL repacks it on every call; at the W prior's 4-44 rows that repacking is
-# most of the cost (measured on 2 EPYC cores, 512x512 layer: 43 -> 19 us at 4 rows, 143 -> 63 us at
-# 44). The op is internal to torch, so it is probed once and F.linear stays the fallback.
-_PACKED: bool | None = None
+# MKL the plain weight and MKL repacks it on every call; on some CPUs that repacking is most of the
+# cost at the W prior's 4-44 rows (2 EPYC cores, 512x512 layer: 43 -> 19 us at 4 rows), on others
+# MKL's product on a contiguous W^T is the faster one (2 Xeon cores: 38 us packed against 23 us at
+# 4 rows). So the op is probed once, for existence and for speed, and the plain product stays the
+# fallback.
+_PACKED: bool | None = None  # the op exists and computes F.linear
+_PACKED_FASTER: bool | None = None  # ... and beats the plain product on this machine
 
 
 def packed_linear_available() -> bool:
-    """Whether :func:`packed_linear` takes the oneDNN path in this torch build (probed once)."""
+    """Whether this torch build has oneDNN's packed linear (probed once)."""
     global _PACKED
     if _PACKED is None:
         _PACKED = _probe_packed()
     return _PACKED
+
+
+def packed_linear_pays() -> bool:
+    """Whether :func:`linear_for_rows` takes the packed path: available and measured faster here."""
+    global _PACKED_FASTER
+    if _PACKED_FASTER is None:
+        _PACKED_FASTER = packed_linear_available() and _packed_is_faster()
+    return _PACKED_FASTER
 
 
 def _probe_packed() -> bool:
@@ -71,13 +83,46 @@ def _probe_packed() -> bool:
         return False
 
 
+def _packed_is_faster(rows: int = 4, width: int = 512, layers: int = 9, repeats: int = 5) -> bool:
+    """Times both products on the prior's shape (9 layers, so the weights come from cache as in a
+    pass), interleaved, best of ``repeats``; packed must win by 10 % (a tie keeps the plain one)."""
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(width, width, generator=gen) for _ in range(layers)]
+    b, x = torch.zeros(width), torch.randn(rows, width, generator=gen)
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in ws]
+    plain = [w.T.contiguous() for w in ws]
+    op = torch.ops.mkldnn._linear_pointwise
+
+    def run_packed() -> None:
+        for p in packed:
+            op(x, p, b, "none", [], "")
+
+    def run_plain() -> None:
+        for wt in plain:
+            torch.addmm(b, x, wt)
+
+    best = {run_packed: float("inf"), run_plain: float("inf")}
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # one extra round: the first warms both up (the min drops it)
+            for fn in best:
+                t = time.perf_counter()
+                fn()
+                best[fn] = min(best[fn], time.perf_counter() - t)
+    faster = best[run_packed] < 0.9 * best[run_plain]
+    log.info(
+        "packed linear %.0f us, plain %.0f us: using %s",
+        1e6 * best[run_packed], 1e6 * best[run_plain], "packed" if faster else "plain",
+    )  # fmt: skip
+    return faster
+
+
 def linear_for_rows(
     layer: nn.Linear, rows: int
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """``f(x, residual)`` = ``layer(x)`` (+ ``residual``) for no-grad calls on ``rows`` rows, its weight
     resolved (packed) once: for loops that run the same frozen layer many times on one batch."""
     w, b = layer.weight, layer.bias
-    if rows < 2 or w.dtype != torch.float32 or w.device.type != "cpu" or not packed_linear_available():
+    if rows < 2 or w.dtype != torch.float32 or w.device.type != "cpu" or not packed_linear_pays():
         # A contiguous W^T: MKL's one-row product reads it ~15 % faster than the transposed view.
         wt = frozen(layer, "weight_t", lambda w: w.T.contiguous(), w)
         if b is None:

@@ -17,8 +17,17 @@ def _layer(seed: int = 0, d_in: int = 48, d_out: int = 32) -> nn.Linear:
     return nn.Linear(d_in, d_out).requires_grad_(False)
 
 
+@pytest.fixture(params=["packed", "plain"])
+def path(request, monkeypatch):
+    """Both no-grad products, whichever this machine's speed probe picked."""
+    if request.param == "packed" and not packed_linear_available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    monkeypatch.setattr(core.frozen, "_PACKED_FASTER", request.param == "packed")
+    return request.param
+
+
 @pytest.mark.parametrize("rows", [1, 4, 44])
-def test_packed_linear_equals_linear_with_and_without_residual(rows):
+def test_packed_linear_equals_linear_with_and_without_residual(rows, path):
     layer, x = _layer(), torch.randn(rows, 48)
     res = torch.randn(rows, 32)
     with torch.no_grad():
@@ -33,7 +42,7 @@ def test_packed_linear_equals_linear_with_and_without_residual(rows):
             )
 
 
-def test_packed_linear_follows_weight_changes_and_row_counts():
+def test_packed_linear_follows_weight_changes_and_row_counts(path):
     layer = _layer()
     with torch.no_grad():
         before = packed_linear(layer, torch.ones(4, 48))
@@ -54,13 +63,41 @@ def test_packed_linear_keeps_gradients_where_they_are_wanted():
 def test_packed_linear_falls_back_without_the_onednn_op(monkeypatch):
     layer, x = _layer(), torch.randn(5, 48)
     monkeypatch.setattr(core.frozen, "_PACKED", False)
+    monkeypatch.setattr(core.frozen, "_PACKED_FASTER", None)  # decided again, from the missing op
     with torch.no_grad():
         assert torch.allclose(packed_linear(layer, x), F.linear(x, layer.weight, layer.bias), atol=1e-6)
     assert "packed_5" not in layer.__dict__.get("_frozen_cache", {})  # nothing was packed
+    assert core.frozen.packed_linear_pays() is False
 
 
-def test_this_build_takes_the_packed_path():
-    """The standard CPU torch build has oneDNN; if this fails, the prior silently lost its speed-up."""
+def test_the_packed_path_packs_and_the_plain_path_does_not(monkeypatch):
+    if not packed_linear_available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    for faster, packed in ((True, True), (False, False)):
+        layer = _layer()
+        monkeypatch.setattr(core.frozen, "_PACKED_FASTER", faster)
+        with torch.no_grad():
+            packed_linear(layer, torch.randn(5, 48))
+        assert ("packed_5" in layer.__dict__["_frozen_cache"]) is packed
+
+
+def test_speed_probe_decides_once_and_says_what_it_chose(monkeypatch, caplog):
+    """Which product is faster depends on the CPU (packed won 2.2x on one EPYC VM, lost 1.7x on a
+    Xeon VM): the probe times both on the prior's shape once and logs its choice."""
+    if not packed_linear_available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    monkeypatch.setattr(core.frozen, "_PACKED_FASTER", None)
+    with caplog.at_level("INFO", logger="core.frozen"):
+        first = core.frozen.packed_linear_pays()
+    assert isinstance(first, bool) and core.frozen.packed_linear_pays() is first
+    assert [r.getMessage() for r in caplog.records if "using" in r.getMessage()][-1].endswith(
+        "packed" if first else "plain"
+    )
+
+
+def test_this_build_has_the_packed_path():
+    """The standard CPU torch build has oneDNN; if this fails, CPUs where packing pays silently lost
+    its speed-up."""
     assert packed_linear_available()
 
 
