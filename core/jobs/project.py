@@ -112,6 +112,7 @@ def project(
         t_start=p.noise_start,
         t_end=p.noise_end,
         eta=p.denoise_eta,
+        solver=p.denoise_solver,
     )
     return (yield from _alternate(p, G, task, prior, prior_model, cancel))
 

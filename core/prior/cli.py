@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from core.paths import bundled_model
-from core.prior.params import INITS, PRIORS, TASKS, ProjectParams
+from core.prior.params import DENOISE_SOLVERS, INITS, PRIORS, TASKS, ProjectParams
 from core.types import LatentSpace
 
 log = logging.getLogger("latent_canvas.cli")
@@ -46,6 +46,12 @@ def add_parser(sub) -> None:
     pr.add_argument("--noise-start", type=float, default=d.noise_start)
     pr.add_argument("--noise-end", type=float, default=d.noise_end)
     pr.add_argument("--eta", type=float, default=d.denoise_eta, help="0 DDIM, 1 ancestral updates")
+    pr.add_argument(
+        "--denoise-solver",
+        choices=DENOISE_SOLVERS,
+        default=d.denoise_solver,
+        help="the K updates one by one, all at once by Picard sweeps (settled within 1e-3 of a std), or auto",
+    )
     pr.add_argument("--guidance-scale", type=float, default=d.guidance_scale, help="task-guided step size")
     pr.add_argument("--guidance", choices=["x0", "xt"], default=d.guidance, help="task-guided gradient form")
     pr.add_argument("--init", choices=[i for i in INITS if i != "latent"], default=d.init)
@@ -104,6 +110,7 @@ def cmd_project(a: argparse.Namespace) -> int:
         noise_start=a.noise_start,
         noise_end=a.noise_end,
         denoise_eta=a.eta,
+        denoise_solver=a.denoise_solver,
         guidance_scale=a.guidance_scale,
         guidance=a.guidance,
         l1_weight=a.l1,

@@ -12,6 +12,7 @@ from core.types import LatentSpace
 TASKS = ("clip", "inpaint", "similarity", "scribble")
 PRIORS = ("none", "mean", "cluster", "diffusion", "task-guided")
 INITS = ("mapping", "mean", "latent")
+DENOISE_SOLVERS = ("auto", "sequential", "picard")  # core.prior.priors.DiffusionPrior's solvers
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ProjectParams:
     noise_start: float = 0.05  # diffusion time each group of K updates starts at (seed: 5%)
     noise_end: float = 0.0  # ... and ends at (seed: 0%)
     denoise_eta: float = 0.0  # 0: deterministic DDIM updates; 1: ancestral (fresh noise each update)
+    denoise_solver: str = "auto"  # the K updates one by one ("sequential"), by Picard sweeps, or "auto"
     guidance_scale: float = 3.0  # task-guided: size of the task-gradient step in the noise prediction
     guidance: str = "x0"  # task-guided: "x0" (gradient on the clean estimate) or "xt" (through the denoiser)
     guided_eta: float = 1.0  # task-guided: 1 = ancestral reverse steps, 0 = DDIM
@@ -55,6 +57,10 @@ class ProjectParams:
         for name, value, allowed in (("task", self.task, TASKS), ("prior", self.prior, PRIORS)):
             if value not in allowed:
                 raise JobError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.denoise_solver not in DENOISE_SOLVERS:
+            raise JobError(
+                f"denoise_solver must be one of {', '.join(DENOISE_SOLVERS)}; got {self.denoise_solver!r}"
+            )
         if self.guidance not in ("x0", "xt"):
             raise JobError(f"guidance must be 'x0' or 'xt'; got {self.guidance!r}")
         if self.init not in INITS:
