@@ -239,6 +239,8 @@ def test_auto_solver_runs_picard_for_few_rows_only():
     model = build_wdiffusion(WDiffusionConfig(w_dim=16, width=64), seed=0).eval()
     prior = DiffusionPrior(model, steps=10)
     assert prior.uses_picard(1) and prior.uses_picard(4) and not prior.uses_picard(10)
+    assert not prior.uses_picard(1, "cuda")  # auto keeps to the CPU, where it was measured
+    assert DiffusionPrior(model, solver="picard").uses_picard(10, "cuda")
     prior.project(torch.randn(10, 16))
     assert prior.last_sweeps == 0  # ran sequentially
     prior.project(torch.randn(1, 16))

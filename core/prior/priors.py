@@ -130,8 +130,8 @@ class DiffusionPrior(Prior):
         eta: 0 = deterministic DDIM updates; 1 = ancestral (fresh noise each update, more diversity).
         solver: "sequential" runs the K updates one after another; "picard" solves them all at once
             by Picard sweeps to within ``tol`` (:mod:`core.prior.samplers.picard`), warm-started from
-            the last projection's chain; "auto" picks Picard while the K batched rows stay few
-            (K x rows <= :attr:`PICARD_MAX_ROWS`), where a pass costs about what a one-row pass does.
+            the last projection's chain; "auto" picks Picard on the CPU while the K batched rows stay
+            few (K x rows <= :attr:`PICARD_MAX_ROWS`), where a pass costs little more than one row's.
         tol: Picard's settling tolerance, in the network's normalised units (W's per-dim std).
     """
 
@@ -164,14 +164,19 @@ class DiffusionPrior(Prior):
         self._chain: torch.Tensor | None = None  # the last chain's offsets x_k - x_0, a warm start
         self._plans: dict[tuple, tuple] = {}  # (solver, rows, dtype, device) -> (weights key, plan)
 
-    def uses_picard(self, rows: int) -> bool:
+    def uses_picard(self, rows: int, device: torch.device | str = "cpu") -> bool:
+        """Whether a projection of ``rows`` rows on ``device`` runs Picard sweeps. "auto" keeps to the
+        CPU, where it was measured: each sweep's convergence test reads a value back to the host,
+        which on a GPU is a synchronisation the sequential loop does not have."""
+        if self.solver != "auto":
+            return self.solver == "picard"
         k = len(self.scheduler.timesteps)
-        return self.solver == "picard" or (self.solver == "auto" and k * rows <= self.PICARD_MAX_ROWS)
+        return torch.device(device).type == "cpu" and k * rows <= self.PICARD_MAX_ROWS
 
     @torch.no_grad()
     def project(self, w: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.model.normalize(_rows(self.model, w))  # [M, dim]
-        if self.uses_picard(x.shape[0]):
+        if self.uses_picard(x.shape[0], x.device):
             x = self._project_picard(x, generator)
         else:
             x = self._project_sequential(x, generator)
