@@ -483,6 +483,9 @@ def test_projection_job_gives_the_same_latents_with_either_solver(G):
     moved = np.abs(runs["sequential"].latent - none.latent).max()
     assert moved > 1e-2  # the prior shaped the result
     assert np.abs(runs["picard"].latent - runs["sequential"].latent).max() < 1e-3 * moved
+    # each job starts its warm start afresh: the same parameters give the same latents, bit for bit
+    again = run_to_completion(project(replace(p, denoise_solver="picard"), G, prior_model=model))
+    assert np.array_equal(again.latent, runs["picard"].latent)
 
 
 def test_diffusion_prior_needs_a_model(G):
