@@ -53,6 +53,16 @@ def test_packed_linear_follows_weight_changes_and_row_counts(path):
     assert torch.allclose(other_rows[:4], after, atol=1e-5)
 
 
+def test_a_layer_resolved_for_more_rows_serves_fewer(path):
+    """Picard's later sweeps pass fewer rows through the pass resolved for its first K x rows."""
+    layer = _layer()
+    f = linear_for_rows(layer, 10)
+    for rows in (1, 3, 7, 10):
+        x, res = torch.randn(rows, 48), torch.randn(rows, 32)
+        with torch.no_grad():
+            assert torch.allclose(f(x, res), F.linear(x, layer.weight, layer.bias) + res, atol=1e-5)
+
+
 def test_packed_linear_keeps_gradients_where_they_are_wanted():
     layer = _layer().requires_grad_(True)
     x = torch.randn(4, 48, requires_grad=True)

@@ -187,17 +187,12 @@ class DiffusionPrior(Prior):
         pass, the K times' conditioning (stacked for Picard) and each update's coefficients. One check
         of the weights' versions and addresses replaces the per-layer ones (~0.1 ms a projection)."""
         key = (picard, x.shape[0], x.dtype, x.device)
-        weights = (torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in self._deps))
+        deps = (*self.model.parameters(), *self.model.buffers())  # looked up afresh: a swapped tensor counts
+        weights = (torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in deps))
         hit = self._plans.get(key)
         if hit is None or hit[0] != weights:
             hit = self._plans[key] = (weights, self._build_plan(picard, x))
         return hit[1]
-
-    @property
-    def _deps(self) -> list[torch.Tensor]:
-        if "_deps_list" not in self.__dict__:
-            self._deps_list = [*self.model.parameters(), *self.model.buffers()]
-        return self._deps_list
 
     def _build_plan(self, picard: bool, x: torch.Tensor) -> tuple:
         rows, k = x.shape[0], len(self.scheduler.timesteps)
@@ -246,7 +241,9 @@ class DiffusionPrior(Prior):
             )
             return y if noise is None else y.add_(noise[s : s + n])
 
-        guess = self._chain if self._chain is not None and self._chain.shape[1:] == x.shape else None
+        last = self._chain
+        fits = last is not None and (last.shape[1:], last.dtype, last.device) == (x.shape, x.dtype, x.device)
+        guess = last if fits else None
         xs, self.last_sweeps = solve_chain(f, x, k, tol=self.tol, guess=guess)
         self._chain = xs[1:] - xs[0]
         return xs[-1].clone()

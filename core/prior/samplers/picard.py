@@ -1,8 +1,9 @@
 """Parallel-in-time solution of a chain of sampler updates (Picard iteration).
 
 The projection's K updates ``x_{k+1} = f_k(x_k)`` are sequential, and with one latent each network
-pass multiplies a single row by every weight matrix: the pass costs what reading 8 MB of weights
-costs, whatever the row count (on 2 CPU cores a 512x512 product takes 24 us at 1 row, 35 us at 10).
+pass multiplies a single row by every weight matrix: the pass costs about what reading 8 MB of
+weights costs, and ten rows cost little more than one (on 2 CPU cores a 512x512 product takes 24 us
+at 1 row, 35 us at 10).
 Picard iteration (Shih et al. 2023, "Parallel Sampling of Diffusion Models", Alg. 1) evaluates all K
 updates in one batched pass and repeats until the chain stops moving,
 
