@@ -138,7 +138,8 @@ def linear_for_rows(
 
 
 def packed_linear(layer: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``layer(x)`` (+ ``residual``, fused), with the weight packed for oneDNN once per row count.
+    """``layer(x)`` (+ ``residual``, fused), with the weight packed for oneDNN once per row count where
+    that is faster on this CPU (:func:`packed_linear_pays`).
 
     Plain ``F.linear`` where gradients are wanted or ``x`` is not a 2-D batch of rows; otherwise
     :func:`linear_for_rows` (which also serves one-row inputs, other devices and torch builds without

@@ -92,22 +92,20 @@ class Canvas(QWidget):
 
     def reset(self, resolution: int) -> None:
         self.resolution = resolution
-        self.base = QImage(resolution, resolution, QImage.Format.Format_RGB888)
-        self.base.fill(QColor(128, 128, 128))
-        self.layers = {layer: self._blank() for layer in (Layer.SCRIBBLE, Layer.MASK)}
-        self.result = None
-        self.undo_stack.clear()
-        self.update()
+        base = QImage(resolution, resolution, QImage.Format.Format_RGB888)
+        base.fill(QColor(128, 128, 128))
+        self._install(base, {layer: self._blank() for layer in (Layer.SCRIBBLE, Layer.MASK)})
 
     def rescale(self, resolution: int) -> None:
         """Keep every layer, scaled to a new model's ``resolution`` (an image opened, a session
         recovered or a scribble drawn while a model was loading must survive its arrival); the result
         and the undo history (snapshots at the old size) go."""
-        base, layers = self.base, self.layers
         self.resolution = resolution
-        self.base = self._fit(base)
-        self.layers = {layer: self._fit(img) for layer, img in layers.items()}
-        self.result = None
+        self._install(self._fit(self.base), {layer: self._fit(img) for layer, img in self.layers.items()})
+
+    def _install(self, base: QImage, layers: dict[Layer, QImage]) -> None:
+        """New layers at ``self.resolution``: the result and the undo snapshots no longer fit them."""
+        self.base, self.layers, self.result = base, layers, None
         self.undo_stack.clear()
         self.update()
 

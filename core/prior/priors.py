@@ -246,7 +246,7 @@ class DiffusionPrior(Prior):
         guess = last if fits else None
         xs, self.last_sweeps = solve_chain(f, x, k, tol=self.tol, guess=guess)
         self._chain = xs[1:] - xs[0]
-        return xs[-1].clone()
+        return xs[-1]
 
     def log_density(self, w: torch.Tensor, **kw) -> torch.Tensor:
         return log_density_proxy(self.model, w, **kw)
