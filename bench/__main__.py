@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs (CI)")
     ap.add_argument("--model", type=Path, help="generator (default: the bundled one)")
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
-    ap.add_argument("--only", nargs="*", help="sections: invert, options, app, start, scaling, prior, sdedit")
+    ap.add_argument(
+        "--only", nargs="*", help="sections: invert, options, app, start, scaling, prior, sdedit, train"
+    )
     a = ap.parse_args(argv)
     from core.models.io import load_generator, save_generator
     from core.paths import DEFAULT_GENERATOR, bundled_model
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = a.model or bundled_model(DEFAULT_GENERATOR)
     G = load_generator(model)
-    sections = set(a.only or ["invert", "options", "app", "start", "scaling", "prior", "sdedit"])
+    sections = set(a.only or ["invert", "options", "app", "start", "scaling", "prior", "sdedit", "train"])
     out = [
         f"## Benchmarks, {dt.date.today().isoformat()}",
         "",
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import sdedit_speed
 
         emit(sdedit_speed.run(quick=a.quick))
+    if "train" in sections:
+        from bench import train_speed
+
+        emit(train_speed.run(quick=a.quick))
     return 0
 
 

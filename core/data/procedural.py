@@ -121,8 +121,23 @@ def sample_attributes(rng: np.random.Generator) -> CatAttributes:
 
     All draws come from two calls on `rng` (per-call overhead dominates at this size).
     """
-    cat = rng.random(6)
-    u = rng.random(len(_JITTER) + 2)
+    cat = rng.random(N_CATEGORY_DRAWS)
+    u = rng.random(N_JITTER_DRAWS)
+    return attributes_from_uniforms(cat, u, texture_seed=int(rng.integers(2**31)))
+
+
+N_CATEGORY_DRAWS = 6  # fur, pattern, eyes, ears, background, background style
+N_JITTER_DRAWS = len(_JITTER) + 2  # the jitter in `_JITTER`'s order, then two for the tilt
+
+
+def attributes_from_uniforms(
+    cat: Sequence[float], u: Sequence[float], *, texture_seed: int = 0
+) -> CatAttributes:
+    """The attributes that uniform draws in [0, 1) decide: ``cat`` [6] picks the categories, ``u``
+    [10] the continuous jitter (see `sample_attributes`, which feeds this from a seeded generator;
+    the distilled generator's training pairs feed it from a latent, `core.training.distill`)."""
+    if len(cat) != N_CATEGORY_DRAWS or len(u) != N_JITTER_DRAWS:
+        raise ValueError(f"need {N_CATEGORY_DRAWS} category and {N_JITTER_DRAWS} jitter draws")
     fur = _pick(FUR_COLOURS, cat[0])
     # A white muzzle on a white cat is invisible, so white cats never draw "bicolour".
     patterns = [p for p in PATTERNS if not (fur == "white" and p == "bicolour")]
@@ -136,7 +151,7 @@ def sample_attributes(rng: np.random.Generator) -> CatAttributes:
         background=_pick(BACKGROUND_COLOURS, cat[4]),
         background_style=_pick(BACKGROUND_STYLES, cat[5]),
         tilt=0.3 * (float(u[-2]) + float(u[-1]) - 1.0),  # triangular on [-0.3, 0.3]: mostly upright
-        texture_seed=int(rng.integers(2**31)),
+        texture_seed=int(texture_seed),
         **jitter,
     )
 
@@ -233,7 +248,16 @@ def _upsample_matrix(grid: int, size: int) -> np.ndarray:
     return m
 
 
-def _lattices(seed: int) -> dict[str, list[np.ndarray]]:
+Lattices = dict[str, list[np.ndarray]]  # noise-field name -> one float32 lattice per octave
+
+
+def lattice_shapes() -> dict[str, list[tuple[int, int]]]:
+    """The (rows, cols) of every noise lattice a cat's texture is made of, per field and octave.
+    Their entries are i.i.d. standard normal; `render_batch` takes them explicitly via ``lattices``."""
+    return {name: [(rows, cols) for rows, cols, _ in octaves] for name, octaves in _NOISE_OCTAVES.items()}
+
+
+def _lattices(seed: int) -> Lattices:
     # Every field's random lattice, drawn in a fixed order from one generator (seeding costs more
     # than drawing); only the fields a cat uses are then interpolated.
     rng = np.random.default_rng(seed)
@@ -323,7 +347,7 @@ class _Canvas:
         return self.img[:, w[0], w[1]], self.hi.x[w], self.hi.y[w]
 
 
-def _canvas(a: CatAttributes, out_size: int) -> _Canvas:
+def _canvas(a: CatAttributes, out_size: int, lattices: Lattices | None = None) -> _Canvas:
     size = out_size * _SUPERSAMPLE
     return _Canvas(
         a=a,
@@ -331,7 +355,7 @@ def _canvas(a: CatAttributes, out_size: int) -> _Canvas:
         hi=_grid(a, size),
         img=np.empty((3, size, size), np.float32),
         fx=0.16 * a.yaw,
-        lattices=_lattices(a.texture_seed),
+        lattices=_lattices(a.texture_seed) if lattices is None else lattices,
     )
 
 
@@ -579,8 +603,8 @@ def _box_filter(img: np.ndarray, factor: int) -> np.ndarray:
     return _clip(out * (255.0 / factor**2) + 0.5, 0.0, 255.0)
 
 
-def _render_one(a: CatAttributes, resolution: int) -> np.ndarray:
-    cv = _canvas(a, resolution)
+def _render_one(a: CatAttributes, resolution: int, lattices: Lattices | None = None) -> np.ndarray:
+    cv = _canvas(a, resolution, lattices)
     cv.img[:] = _upsample(_background(cv))
     _fur(cv, _upsample(_coat(cv)), _upsample(cv.noise("grain")))
     _eyes(cv)
@@ -593,23 +617,29 @@ def _render_one(a: CatAttributes, resolution: int) -> np.ndarray:
 # Public API
 
 
-def render_batch(attrs: Sequence[CatAttributes], *, resolution: int = 64) -> np.ndarray:
+def render_batch(
+    attrs: Sequence[CatAttributes], *, resolution: int = 64, lattices: Sequence[Lattices] | None = None
+) -> np.ndarray:
     """Render cats into one array.
 
     Args:
         attrs: one `CatAttributes` per image.
         resolution: output side in pixels (at least 8).
+        lattices: one `Lattices` per image (shapes as `lattice_shapes`) to use instead of the ones
+            each cat's ``texture_seed`` draws.
 
     Returns:
         uint8 array [N, resolution, resolution, 3] in [0, 255].
     """
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8, got {resolution}")
+    if lattices is not None and len(lattices) != len(attrs):
+        raise ValueError(f"{len(attrs)} cats but {len(lattices)} lattice sets")
     out = np.empty((len(attrs), resolution, resolution, 3), np.uint8)
     for i, a in enumerate(attrs):
         # Channel by channel: float -> uint8 truncates (the +0.5 makes it round), and writing
         # whole planes is several times faster than a transposed copy.
-        img = _render_one(a, resolution)
+        img = _render_one(a, resolution, None if lattices is None else lattices[i])
         for k in range(3):
             out[i, :, :, k] = img[k]
     return out

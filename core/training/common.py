@@ -144,7 +144,8 @@ def save_grid(images: torch.Tensor, path: str | Path, *, ncol: int = 8, scale: i
 class ImageBank:
     """Training images held in memory as uint8 [N, H, W, 3], sampled with random horizontal flips."""
 
-    def __init__(self, images: np.ndarray | torch.Tensor):
+    def __init__(self, images: np.ndarray | torch.Tensor, *, cache_dir: str | Path | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir else None  # where derived data may be cached
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
@@ -177,7 +178,7 @@ def procedural_bank(n: int, *, seed: int, resolution: int, cache_dir: str | Path
     cached = Path(cache_dir) / key if cache_dir else None
     if cached is not None and cached.is_file():
         log.info("training images from cache %s", cached)
-        return ImageBank(np.load(cached, allow_pickle=False))
+        return ImageBank(np.load(cached, allow_pickle=False), cache_dir=cache_dir)
     t0 = time.perf_counter()
     first = procedural.split_seed("train", seed)
     procedural.split_seed("train", seed + n - 1)  # raises if the set would run into the eval split
@@ -185,7 +186,7 @@ def procedural_bank(n: int, *, seed: int, resolution: int, cache_dir: str | Path
     log.info("rendered %d training images in %.0f s", n, time.perf_counter() - t0)
     if cached is not None:
         _atomic(cached, lambda p: _save_npy(p, images))
-    return ImageBank(images)
+    return ImageBank(images, cache_dir=cache_dir)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -342,6 +343,14 @@ def train_loop(
 
     def checkpoint(done: bool) -> None:
         progress.update(nimg=trainer.nimg, kimg=trainer.nimg / 1000, elapsed_s=elapsed(), done=done)
+        evaluate = getattr(trainer, "evaluate", None)  # optional: a learning-curve point
+        if evaluate is not None and trainer.nimg > 0:
+            t0 = time.monotonic()
+            point = {"kimg": round(trainer.nimg / 1000, 3), "minutes": round(elapsed() / 60, 2), **evaluate()}
+            progress.setdefault("curve", []).append(point)
+            log.info("evaluation %s (%.0f s, not counted as training time)", point, time.monotonic() - t0)
+            nonlocal start
+            start += time.monotonic() - t0
         save_grid(trainer.samples(), out_dir / f"fakes-{trainer.nimg // 1000:06d}.png")
         save_checkpoint(out_dir, trainer.state_dict(), progress)
         log.info("checkpoint at kimg %.2f -> %s", trainer.nimg / 1000, out_dir / CHECKPOINT)
