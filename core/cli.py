@@ -95,6 +95,12 @@ def cmd_invert(a: argparse.Namespace) -> int:
         l1_weight=a.l1,
         perceptual_weight=a.perceptual_weight if perc is not None else 0.0,
         l2_delta_weight=a.l2,
+        spread_weight=a.spread,
+        w_prior_weight=a.w_prior,
+        starts=a.starts,
+        start_steps=a.start_steps,
+        realism_weight=a.realism_weight,
+        paste_back=bool(a.hole and mask is not None),
         optimizer=a.optimizer,
         steps=a.steps,
         lr=a.lr,
@@ -189,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, vgg-conv5, bundled, none"
     )
     inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
+    inv.add_argument("--spread", type=float, default=0.0, help="w+ layer-spread penalty weight")
+    inv.add_argument("--w-prior", type=float, default=0.0, help="W log-density proxy weight")
+    inv.add_argument("--starts", type=int, default=0, help="multi-start: random starts (0: off)")
+    inv.add_argument("--start-steps", type=int, default=20, help="steps before the best --samples are kept")
+    inv.add_argument("--realism-weight", type=float, default=1.0, help="W proxy weight when picking starts")
     inv.add_argument("--samples", type=int, default=1, help="latents optimised together")
     inv.add_argument("--seed", type=int, default=0)
     inv.add_argument("--model", help="generator file (.safetensors or StyleGAN2-ADA .pkl)")

@@ -105,7 +105,7 @@ class InvertPanel(QWidget):
             l1_weight=self.l1.value(), perceptual_weight=self.perc.value(), l2_delta_weight=self.l2.value(),
             optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             seed=self.seed.value(), num_samples=self.samples.value() if warm_latent is None else 1,
-            preview_every=1,
+            preview_every=1, paste_back=mode == 2,
         )  # fmt: skip
 
 

@@ -179,3 +179,103 @@ def test_a_batch_of_targets_gives_each_latent_its_own(G):
     np.testing.assert_allclose(both.latent[1], alone.latent[0], atol=1e-4)
     with pytest.raises(JobError, match="num_samples=2"):
         InvertParams(target=np.stack([a, b]), num_samples=3)
+
+
+def test_multi_start_keeps_the_best_distinct_candidates(G):
+    tgt = target_from(G, seed=3)
+    res = run(G, target=tgt, space="w", init="random", steps=12, starts=8, start_steps=4, num_samples=3)
+    assert res.latent.shape == (3, G.w_dim) and res.images.shape[0] == 3
+    assert len({r.tobytes() for r in res.latent}) == 3  # three different latents
+    assert "w_prior" in res.loss_history[0]
+    # Selection only picks rows: a run that stops at the selection step keeps 3 of the 8 latents an
+    # unselected run of the same 8 starts reaches, and they fit the target better than the rest.
+    sel = run(G, target=tgt, space="w", init="random", steps=4, starts=8, start_steps=4, num_samples=3)
+    every = run(G, target=tgt, space="w", init="random", steps=4, starts=8, start_steps=4, num_samples=8)
+    rows = [int(np.abs(every.latent - r).sum(1).argmin()) for r in sel.latent]
+    np.testing.assert_allclose(every.latent[rows], sel.latent, atol=1e-6)
+    err = np.abs(every.images.astype(float) - tgt.astype(float)).mean((1, 2, 3))
+    assert err[rows].mean() < np.delete(err, rows).mean()
+
+
+def test_multi_start_previews_every_start_then_the_kept_ones(G):
+    p = InvertParams(
+        target=target_from(G), space="w+", init="mean", steps=6, starts=5, start_steps=3, num_samples=2,
+        perceptual_weight=0.0, preview_every=1,
+    )  # fmt: skip
+    sizes = [ev.preview.shape[0] for ev in _events(invert(p, G))]
+    assert sizes == [5, 5, 2, 2, 2, 2]
+
+
+def _events(job):
+    out = []
+    while True:
+        try:
+            out.append(next(job))
+        except StopIteration:
+            return out
+
+
+def test_multi_start_with_mean_init_keeps_the_mean_start_among_the_candidates(G):
+    from core.jobs.invert import initial_latent
+
+    p = InvertParams(target=target_from(G), space="w", init="mean", starts=4, num_samples=1)
+    lat = initial_latent(G, p, "cpu")
+    assert lat.shape == (4, G.w_dim)
+    torch.testing.assert_close(lat[0], G.mean_w())
+    assert not torch.allclose(lat[1], lat[2])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(starts=2, num_samples=3),
+        dict(starts=4, init="latent", init_latent=np.zeros(8, np.float32)),
+        dict(starts=4, start_steps=0),
+        dict(spread_weight=-1.0),
+    ],
+)
+def test_multi_start_and_manifold_params_are_checked(bad):
+    with pytest.raises(JobError):
+        InvertParams(target=np.zeros((8, 8, 3), np.uint8), **bad)
+
+
+@pytest.mark.parametrize(
+    "term", ["l1_weight", "perceptual_weight", "l2_delta_weight", "spread_weight", "w_prior_weight"]
+)
+def test_every_loss_weight_changes_the_result(G, term):
+    """Each term of the inversion loss moves the latent when its weight moves (none is inert)."""
+
+    class Perc(torch.nn.Module):  # a stand-in perceptual distance: blurred-image L2
+        def prepare(self, t):
+            return (torch.nn.functional.avg_pool2d(t, 2),)
+
+        def forward(self, pred, feats, mask=None):
+            return (torch.nn.functional.avg_pool2d(pred, 2) - feats[0]).square().mean((1, 2, 3))
+
+    base = dict(
+        l1_weight=1.0, perceptual_weight=0.5, l2_delta_weight=0.1, spread_weight=0.1, w_prior_weight=0.1
+    )
+    tgt = target_from(G, seed=11)
+
+    def latent(**kw):
+        p = InvertParams(target=tgt, space="w+", init="random", steps=8, lr=0.05, **{**base, **kw})
+        return run_to_completion(invert(p, G, perceptual_loss=Perc())).latent
+
+    assert not np.allclose(latent(), latent(**{term: base[term] * 20}), atol=1e-5)
+
+
+def test_inpainting_keeps_every_pixel_outside_the_hole(G):
+    tgt = target_from(G, seed=5)
+    r = G.resolution
+    hole = np.zeros((r, r), np.float32)
+    hole[r // 4 : r // 2, r // 4 : r // 2] = 1.0
+    res = run_to_completion(invert(inpaint_params(tgt, hole, space="w+", steps=3, perceptual_weight=0.0), G))
+    kept = hole == 0
+    np.testing.assert_array_equal(res.images[0][kept], tgt[kept])
+    assert not np.array_equal(res.images[0][hole == 1], tgt[hole == 1])  # the hole is G's
+    raw = run_to_completion(
+        invert(inpaint_params(tgt, hole, space="w+", steps=3, perceptual_weight=0.0, paste_back=False), G)
+    )
+    assert not np.array_equal(raw.images[0][kept], tgt[kept])
+    with pytest.raises(JobError, match="paste_back needs a mask"):
+        InvertParams(target=tgt, paste_back=True)

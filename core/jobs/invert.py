@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from collections.abc import Generator as Gen
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
+from core.imaging import paste_back
 from core.jobs.events import CancelToken, Progress, to_uint8
 from core.jobs.params import InvertParams
 from core.losses import latent_l2, masked_l1
@@ -94,10 +95,19 @@ def _mean_z(G: Generator, n: int, device) -> torch.Tensor:
 
 
 def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
-    """The starting latent in ``p.space``'s shape (see :class:`InvertResult`)."""
+    """The starting latent in ``p.space``'s shape (see :class:`InvertResult`).
+
+    With multi-start (``p.starts``): ``p.starts`` random starts, the first of them the mean start
+    when ``p.init`` is "mean".
+    """
     if p.init == "latent":
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
         return _check_latent_shape(G, p.space, lat).clone()
+    if p.starts:
+        lat = initial_latent(G, replace(p, init="random", num_samples=p.starts, starts=0), device)
+        if p.init == "mean":
+            lat[:1] = initial_latent(G, replace(p, num_samples=1, starts=0), device)
+        return lat
     gen = torch.Generator().manual_seed(p.seed)
     if p.space is LatentSpace.Z:
         if p.init == "mean":
@@ -105,6 +115,30 @@ def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
         return torch.randn(p.num_samples, G.z_dim, generator=gen).to(device)
     w = _initial_w(G, p, gen, device)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
+
+
+@torch.no_grad()
+def w_statistics(G: Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std [w_dim] of W (10k seeded mapping samples; kept on ``G``)."""
+    stats = getattr(G, "_w_statistics", None)
+    if stats is None:
+        ws = G.sample_w(G.mean_w_samples, seed=0)
+        stats = (ws.mean(0), ws.std(0).clamp_min(1e-6))
+        G._w_statistics = stats
+    return stats
+
+
+def w_prior_proxy(ws: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A W log-density proxy per sample [N]: the squared W-normalised distance of each layer's w from
+    the mean, averaged over layers and dimensions (about 1 for the generator's own samples; larger
+    off the manifold). ``ws`` [N, num_ws, w_dim]."""
+    mean, std = stats
+    return ((ws - mean) / std).square().mean((1, 2))
+
+
+def w_spread(ws: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """How far the w+ layers spread around their own mean, in W-normalised units [N] (0 for w/z)."""
+    return ((ws - ws.mean(1, keepdim=True)) / stats[1]).square().mean((1, 2))
 
 
 def _check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:
@@ -172,20 +206,28 @@ def invert(
     opt = _make_optimizer(p, latent)
     history: list[dict[str, float]] = []
     state: dict[str, torch.Tensor] = {}
+    stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
+    weights = {
+        "perceptual": p.perceptual_weight,
+        "l2_delta": p.l2_delta_weight,
+        "spread": p.spread_weight,
+        "w_prior": p.w_prior_weight,
+    }
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        images = G.synthesis(latent_to_ws(G, p.space, latent))  # [N, 3, R, R]
+        ws = latent_to_ws(G, p.space, latent)
+        images = G.synthesis(ws)  # [N, 3, R, R]
         terms = {"l1": masked_l1(images, target, mask)}
         if use_perc:
             terms["perceptual"] = perceptual_loss(images, target_feats, mask)
         if p.l2_delta_weight > 0:
             terms["l2_delta"] = latent_l2(latent - latent0)
-        total = p.l1_weight * terms["l1"] + sum(
-            w * terms[k]
-            for k, w in (("perceptual", p.perceptual_weight), ("l2_delta", p.l2_delta_weight))
-            if k in terms
-        )
+        if p.spread_weight > 0 and p.space is LatentSpace.W_PLUS:
+            terms["spread"] = w_spread(ws, stats)
+        if stats is not None:
+            terms["w_prior"] = w_prior_proxy(ws, stats)  # logged and used to pick starts, if not weighed
+        total = p.l1_weight * terms["l1"] + sum(w * terms[k] for k, w in weights.items() if k in terms and w)
         # Sum over samples so each latent's gradient does not shrink as the batch grows.
         total.sum().backward()
         if not state:  # log the point the step started from (L-BFGS also evaluates trial points)
@@ -196,10 +238,17 @@ def invert(
 
     for step in range(1, p.steps + 1):
         if cancel is not None and cancel.cancelled:
-            return _result(G, p, latent, history, cancelled=True)
+            return _result(G, p, latent, history, cancelled=True, target=target, mask=mask)
         state.clear()
         opt.step(closure)
-        keys = [k for k in ("total", "l1", "perceptual", "l2_delta") if k in state]
+        if p.starts > p.num_samples and step == p.start_steps:
+            # Keep the best num_samples starts, by task loss plus realism; they continue from here.
+            score = state["total"] + p.realism_weight * state["w_prior"]
+            keep = score.argsort()[: p.num_samples]
+            latent, opt = _select_rows(p, latent, opt, keep)
+            latent0 = latent0[keep]
+            state.update({k: v[keep] for k, v in state.items()})
+        keys = [k for k in ("total", "l1", "perceptual", "l2_delta", "spread", "w_prior") if k in state]
         # One device-to-host copy per step for all the logged losses (each float() would be a sync).
         losses = dict(zip(keys, torch.stack([state[k].mean() for k in keys]).tolist(), strict=True))
         history.append(losses)
@@ -208,10 +257,26 @@ def invert(
             step,
             p.steps,
             losses,
-            preview=to_uint8(state["images"]) if show else None,
+            preview=to_uint8(_shown(p, state["images"], target, mask)) if show else None,
             latent=latent.detach().cpu().numpy().copy() if show else None,
         )
-    return _result(G, p, latent, history, cancelled=False)
+    return _result(G, p, latent, history, cancelled=False, target=target, mask=mask)
+
+
+def _shown(p: InvertParams, images: torch.Tensor, target: torch.Tensor, mask) -> torch.Tensor:
+    """What the person sees: G's images, or for inpainting the target pasted back around the hole."""
+    return paste_back(images, target, mask) if p.paste_back else images
+
+
+def _select_rows(p: InvertParams, latent: torch.Tensor, opt: torch.optim.Optimizer, keep: torch.Tensor):
+    """The latent rows ``keep`` as a new leaf, with a new optimiser that carries on Adam's moments
+    for those rows (L-BFGS's history spans the whole batch, so it starts afresh)."""
+    new = latent.detach()[keep].clone().requires_grad_(True)
+    new_opt = _make_optimizer(p, new)
+    old = opt.state.get(latent, {})
+    if p.optimizer == "adam" and old:
+        new_opt.state[new] = {k: v[keep].clone() if v.ndim else v.clone() for k, v in old.items()}
+    return new, new_opt
 
 
 def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimizer:
@@ -225,14 +290,14 @@ def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimi
 
 
 @torch.inference_mode()
-def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool) -> InvertResult:
+def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool, target, mask) -> InvertResult:
     lat = latent.detach()
     ws = latent_to_ws(G, p.space, lat)
     return InvertResult(
         params=p,
         latent=lat.cpu().numpy().copy(),
         ws=ws.cpu().numpy().copy(),
-        images=to_uint8(G.synthesis(ws)),
+        images=to_uint8(_shown(p, G.synthesis(ws), target, mask)),
         loss_history=history,
         cancelled=cancelled,
     )
@@ -260,7 +325,9 @@ def scribble_params(scribble_rgba: np.ndarray, **kw) -> InvertParams:
 
 
 def inpaint_params(image: np.ndarray, hole: np.ndarray, **kw) -> InvertParams:
-    """Inpainting: the loss is everywhere except the hole ([H, W] in [0, 1], 1 = fill this)."""
+    """Inpainting: the loss is everywhere except the hole ([H, W] in [0, 1], 1 = fill this), and the
+    result keeps the image outside the hole (``paste_back``, unless ``paste_back=False`` is passed)."""
+    kw.setdefault("paste_back", True)
     return InvertParams(target=image, mask=1.0 - np.clip(hole.astype(np.float32), 0, 1), **kw)
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import JobError
+from core.imaging import gaussian_blur
 from core.jobs.events import CancelToken, Progress, to_uint8
 from core.sd.model import SDModel
 from core.sd.params import SDEditParams
@@ -112,16 +113,6 @@ def feathered_mask(mask: np.ndarray, size: tuple[int, int], sigma: float) -> tor
     if sigma > 0:
         m = gaussian_blur(m, sigma)
     return m.clamp(0, 1)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
-    k = (k / k.sum()).to(x.device)
-    pad_h, pad_w = min(radius, x.shape[-2] - 1), min(radius, x.shape[-1] - 1)
-    x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
-    x = F.conv2d(x, k[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1))
-    return F.conv2d(x, k[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1))
 
 
 @torch.no_grad()
