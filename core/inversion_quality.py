@@ -184,6 +184,152 @@ def scribble_table(G, scribbles: dict[str, np.ndarray], *, samples: int, steps: 
     }  # fmt: skip
 
 
+# --- the scribble / inpainting sweep (which settings keep results realistic and varied) ----------
+
+# Each row: a name and InvertParams overrides. "before" is what the app did until this table.
+SWEEP_BASE = dict(l1_weight=10.0, perceptual_weight=0.01, steps=200, lr=0.05)
+SWEEP_SETTINGS = (
+    ("before: w+, mean init", dict(space="w+", init="mean")),
+    ("w+, random init", dict(space="w+", init="random")),
+    ("w, random init", dict(space="w", init="random")),
+    ("w, multi-start 16", dict(space="w", init="random", starts=16)),
+    ("w, multi-start 16, L1 1 + perc 1", dict(space="w", init="random", starts=16, l1_weight=1.0,
+                                             perceptual_weight=1.0)),
+    ("w+, multi-start 16, spread 1", dict(space="w+", init="random", starts=16, spread_weight=1.0)),
+    ("w+, multi-start 16, spread 1, L1 1 + perc 1", dict(space="w+", init="random", starts=16,
+                                                         spread_weight=1.0, l1_weight=1.0,
+                                                         perceptual_weight=1.0)),
+    ("w, multi-start 16, 60 steps", dict(space="w", init="random", starts=16, steps=60)),
+)  # fmt: skip
+
+
+def gradient_shares(G, target: np.ndarray, mask, perceptual, **overrides) -> dict[str, float]:
+    """Each weighted loss term's gradient norm w.r.t. the starting latent, and its share of their sum
+    (what the defaults make each term count for in the first update)."""
+    from core.jobs.invert import image_to_tensor, initial_latent, latent_to_ws, mask_to_tensor
+    from core.jobs.params import InvertParams
+    from core.losses import masked_l1
+
+    p = InvertParams(target=target, mask=mask, **{**SWEEP_BASE, **overrides})
+    dev = G.device_of()
+    tgt = image_to_tensor(target, G.resolution, dev)
+    m = mask_to_tensor(mask, G.resolution, dev)
+    lat = initial_latent(G, p, dev).requires_grad_(True)
+    terms = {"l1": (p.l1_weight, lambda img: masked_l1(img, tgt, m))}
+    if perceptual is not None:
+        feats = perceptual.prepare(tgt)
+        terms["perceptual"] = (p.perceptual_weight, lambda img: perceptual(img, feats, m))
+    norms = {}
+    for name, (weight, fn) in terms.items():
+        (g,) = torch.autograd.grad(weight * fn(G.synthesis(latent_to_ws(G, p.space, lat))).sum(), lat)
+        norms[name] = float(g.norm())
+    total = sum(norms.values()) or 1.0
+    return {**{f"{k}_grad": round(v, 5) for k, v in norms.items()},
+            **{f"{k}_share": round(v / total, 4) for k, v in norms.items()}}  # fmt: skip
+
+
+def _pairwise(perceptual, images: np.ndarray) -> float:
+    """Mean perceptual distance over all pairs of ``images`` [k, H, W, 3]."""
+    d = [float(perceptual_distances(perceptual, images[i : i + 1], images[j : j + 1])[0])
+         for i in range(len(images)) for j in range(i + 1, len(images))]  # fmt: skip
+    return float(np.mean(d))
+
+
+def inpaint_holes(n: int, resolution: int = 64, seed: int = 0) -> np.ndarray:
+    """``n`` rectangular holes [n, R, R] (1 = fill), a quarter to a third of the side, near the face."""
+    rng = np.random.default_rng(seed)
+    holes = np.zeros((n, resolution, resolution), np.float32)
+    for h in holes:
+        size = rng.integers(resolution // 4, resolution // 3 + 1, 2)
+        y, x = rng.integers(resolution // 6, resolution - resolution // 6 - size)
+        h[y : y + size[0], x : x + size[1]] = 1.0
+    return holes
+
+
+def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real) -> dict:
+    """One setting: scribble paint error (sparse/dense), realism (KID), candidate diversity, time;
+    inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
+    from core.jobs.invert import inpaint_params, invert, run_to_completion
+    from core.jobs.params import InvertParams
+    from core.metrics import clip_features, kid, to_tensor
+
+    cfg = {**SWEEP_BASE, **settings}
+    err: dict[str, list[float]] = {"sparse": [], "dense": []}
+    made, spread, seconds = [], [], []
+    for i, (name, rgba) in enumerate(scribbles.items()):
+        p = InvertParams(target=np.ascontiguousarray(rgba[..., :3]), mask=rgba[..., 3] / 255.0,
+                         num_samples=k, seed=i, preview_every=cfg["steps"], **cfg)  # fmt: skip
+        t0 = time.perf_counter()
+        r = run_to_completion(invert(p, G, perceptual_loss=perceptual))
+        seconds.append(time.perf_counter() - t0)
+        err[name.split("-")[0]] += [painted_error(img, rgba) for img in r.images]
+        spread.append(_pairwise(perceptual, r.images))
+        made.append(r.images)
+    targets, holes = held_out_images(16), inpaint_holes(16)
+    filled, kept_psnr = [], []
+    for i, (img, hole) in enumerate(zip(targets, holes, strict=True)):
+        inp = {**cfg, "starts": min(cfg.get("starts", 0), 8)}  # one fill per cat, from up to 8 starts
+        r = run_to_completion(invert(inpaint_params(img, hole, seed=i, preview_every=cfg["steps"], **inp), G,
+                                     perceptual_loss=perceptual))  # fmt: skip
+        keep = hole == 0
+        kept_psnr.append(float(psnr(r.images[0][keep][None], img[keep][None])[0]))
+        filled.append(r.images[0])
+    feats = clip_features(clip, [to_tensor(np.concatenate(made))])
+    fill_feats = clip_features(clip, [to_tensor(np.stack(filled))])
+    kid_s, kid_s_std = kid(feats, real)
+    kid_i, kid_i_std = kid(fill_feats, real)
+    return {
+        "settings": cfg, "candidates": k, "n_results": len(feats),
+        "paint_error": {kind: round(float(np.mean(v)), 4) for kind, v in err.items()},
+        "kid": round(kid_s, 4), "kid_std": round(kid_s_std, 4),
+        "diversity": round(float(np.mean(spread)), 4),
+        "seconds_per_job": round(float(np.median(seconds)), 2),
+        "inpaint": {"kept_psnr_min": round(min(kept_psnr), 2), "kid": round(kid_i, 4),
+                    "kid_std": round(kid_i_std, 4), "n": len(filled)},
+    }  # fmt: skip
+
+
+def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
+    from core.clip import load_clip
+    from core.metrics import clip_features, generator_batches, kid, procedural_batches, to_tensor
+
+    scribbles = load_scribbles()
+    clip = load_clip(device="cpu")
+    real = clip_features(clip, procedural_batches(500, split="eval", start=1000))
+    n = len(scribbles) * k
+    plain = np.concatenate([b for b in _uint8_batches(generator_batches(G, n, seed=0))])
+    plain_kid = kid(clip_features(clip, [to_tensor(plain)]), real)
+    plain_spread = float(np.mean([_pairwise(perceptual, plain[i : i + k]) for i in range(0, n, k)]))
+    rows = {}
+    for name, settings in SWEEP_SETTINGS:
+        if names and name not in names:
+            continue
+        t0 = time.perf_counter()
+        rows[name] = sweep_row(G, scribbles, settings, k=k, perceptual=perceptual, clip=clip, real=real)
+        log.info("%s: %s (%.0f s)", name, rows[name], time.perf_counter() - t0)
+    target = next(iter(scribbles.values()))
+    shares = {
+        "before (L1 10, perc 0.01)": gradient_shares(G, np.ascontiguousarray(target[..., :3]),
+                                                     target[..., 3] / 255.0, perceptual, space="w+"),
+        "L1 1, perc 1": gradient_shares(G, np.ascontiguousarray(target[..., :3]), target[..., 3] / 255.0,
+                                        perceptual, space="w", l1_weight=1.0, perceptual_weight=1.0),
+    }  # fmt: skip
+    return {
+        "reference": "500 eval-split cats (1000..1499); inpainting: eval cats 100..115, seeded holes",
+        "generator_samples": {"kid": round(plain_kid[0], 4), "kid_std": round(plain_kid[1], 4), "n": n,
+                              "diversity": round(plain_spread, 4)},
+        "rows": rows, "gradient_shares": shares,
+        "diversity": f"mean bundled-perceptual distance between the {k} candidates of one scribble",
+    }  # fmt: skip
+
+
+def _uint8_batches(batches):
+    from core.jobs.events import to_uint8
+
+    for b in batches:
+        yield to_uint8(b)
+
+
 # --- commands (registered by core.metrics) -------------------------------------------------------
 
 
@@ -246,6 +392,29 @@ def cmd_scribble(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from core.losses import make_perceptual_loss
+    from core.metrics import write_quality
+    from core.paths import bundled_model
+
+    (G,) = _bundled_generators([a.model]).values()
+    t0 = time.perf_counter()
+    table = sweep_table(G, k=a.k, perceptual=make_perceptual_loss("bundled"), names=a.only)
+    g = table["generator_samples"]
+    print(f"generator samples: KID {g['kid']:.4f}, diversity {g['diversity']:.4f}")
+    for name, r in table["rows"].items():
+        print(f"{name:45s} paint {r['paint_error']}  KID {r['kid']:.4f}  diversity {r['diversity']:.4f}  "
+              f"{r['seconds_per_job']:.2f} s/job  inpaint {r['inpaint']}")  # fmt: skip
+    print(table["gradient_shares"])
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if a.write_card:
+        cmd = f"python -m core.metrics scribble-sweep --k {a.k} --write-card"
+        write_quality(
+            bundled_model(a.model).with_suffix(".json"), "scribble_sweep", {**table, "command": cmd}
+        )
+    return 0
+
+
 def cmd_make_scribbles(a: argparse.Namespace) -> int:
     for p in write_scribbles():
         print(p)
@@ -269,6 +438,12 @@ def add_parsers(sub, common) -> None:
     s.add_argument("--steps", type=int, default=200)
     s.add_argument("--write-card", action="store_true", help="store the table in the model card")
     s.set_defaults(func=cmd_scribble)
+    w = sub.add_parser("scribble-sweep", parents=[common], help="scribble / inpainting settings table")
+    w.add_argument("--model", default="stylegan2-cats64.safetensors")
+    w.add_argument("--k", type=int, default=4, help="candidates per scribble")
+    w.add_argument("--only", nargs="*", help="setting names to run (default: all)")
+    w.add_argument("--write-card", action="store_true", help="store the table in the model card")
+    w.set_defaults(func=cmd_sweep)
     m = sub.add_parser(
         "make-scribbles", parents=[common], help="rewrite tests/data/scribbles (deterministic)"
     )

@@ -130,3 +130,12 @@ def test_evaluate_measures_fid_with_the_bundled_clip():
     point = t.evaluate()
     assert point["fid40"] > 0 and np.isfinite(point["fid40"])
     assert stylegan2.StyleGAN2Trainer(stylegan2.TrainConfig(**TINY_SG2), "cpu", _bank()).evaluate() == {}
+
+
+def test_runs_resume_without_settings_that_were_off_and_refuse_ones_that_were_on():
+    from core.training.common import config_from
+
+    stored = {**stylegan2.TrainConfig(**TINY_SG2).__dict__, "retired_option": 0}
+    assert config_from(stylegan2.TrainConfig, stored) == stylegan2.TrainConfig(**TINY_SG2)
+    with pytest.raises(ValueError, match="retired_option"):
+        config_from(stylegan2.TrainConfig, {**stored, "retired_option": 3})

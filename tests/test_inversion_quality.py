@@ -67,3 +67,34 @@ def test_scribbles_in_tests_data_are_the_deterministic_set(tmp_path):
     assert set(written) == set(kept)
     for name, rgba in iq.load_scribbles(tmp_path).items():
         np.testing.assert_array_equal(rgba, kept[name])
+
+
+def test_sweep_row_measures_paint_realism_diversity_and_inpainting(G, perceptual):
+    from core.clip import load_clip
+    from core.metrics import clip_features, procedural_batches
+
+    clip = load_clip()
+    real = clip_features(clip, procedural_batches(60, split="eval", start=1000))
+    scribbles = dict(list(iq.load_scribbles().items())[:2])
+    row = iq.sweep_row(G, scribbles, dict(space="w", init="random", starts=4, start_steps=2, steps=4), k=2,
+                       perceptual=perceptual, clip=clip, real=real)  # fmt: skip
+    assert row["n_results"] == 4 and row["diversity"] > 0
+    assert set(row["paint_error"]) == {"sparse", "dense"} and row["inpaint"]["n"] == 16
+    assert row["inpaint"]["kept_psnr_min"] > 90  # pasted back: the kept pixels are the target's
+
+
+def test_gradient_shares_show_what_each_weight_buys(G, perceptual):
+    s = iq.load_scribbles()["dense-1"]
+    target, mask = np.ascontiguousarray(s[..., :3]), s[..., 3] / 255.0
+    low = iq.gradient_shares(G, target, mask, perceptual, space="w+")
+    high = iq.gradient_shares(G, target, mask, perceptual, space="w+", perceptual_weight=1.0)
+    assert abs(low["l1_share"] + low["perceptual_share"] - 1) < 1e-3
+    assert high["perceptual_share"] > low["perceptual_share"]
+    assert high["perceptual_grad"] == pytest.approx(100 * low["perceptual_grad"], rel=1e-3)
+
+
+def test_inpaint_holes_are_seeded_boxes():
+    a, b = iq.inpaint_holes(4), iq.inpaint_holes(4)
+    np.testing.assert_array_equal(a, b)
+    frac = a.reshape(4, -1).mean(1)
+    assert ((frac > 0.05) & (frac < 0.15)).all()

@@ -428,7 +428,7 @@ def run_training(
         parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
     if loaded is not None:
         state, progress = loaded
-        cfg = config_cls(**progress["config"])
+        cfg = config_from(config_cls, progress["config"])
     else:
         cfg = config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
         progress = {"config": asdict(cfg), "sessions": [], "nimg": 0, "elapsed_s": 0.0}
@@ -452,6 +452,17 @@ def run_training(
         checkpoint_minutes=args.checkpoint_minutes,
         log_every_s=args.log_every,
     )
+
+
+def config_from(config_cls: type, stored: dict[str, Any]):
+    """A run's config from its stored dict. A setting this code no longer has is dropped when it was
+    off (0, False, empty) in the run, so old runs resume; one that was on is an error, since the
+    run cannot be continued as it was trained."""
+    known = {f.name for f in fields(config_cls)}
+    gone = {k: v for k, v in stored.items() if k not in known}
+    if any(gone.values()):
+        raise ValueError(f"this run used settings this version lacks: {gone}")
+    return config_cls(**{k: v for k, v in stored.items() if k in known})
 
 
 def _session_facts(prog: str, argv: Sequence[str], device: torch.device, nimg: int) -> dict[str, Any]:
@@ -482,6 +493,8 @@ def export_facts(progress: dict[str, Any], argv: Sequence[str], prog: str) -> di
         "commands": [s["command"] for s in sessions],
         "finished": bool(progress.get("done")),
         "train_config": progress["config"],
+        "config_changes": progress.get("config_changes", []),  # settings changed mid-run, at which kimg
+        "curve": progress.get("curve", []),  # learning-curve points (StyleGAN2: FID of G_ema samples)
         "export_command": " ".join([prog, *argv]),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],

@@ -49,6 +49,7 @@ from core.models.io import save_generator
 from core.training.common import (
     WSTATS_FORMAT,
     ImageBank,
+    config_from,
     export_facts,
     kmeans,
     load_checkpoint,
@@ -100,6 +101,8 @@ class TrainConfig:
     distill_pairs: int = 100_000  # pre-rendered (z, image) pairs
     distill_perceptual: float = 1.0  # perceptual weight beside L1 (weight 1)
     adv_distill_weight: float = 0.0  # regression weight beside the GAN loss after distill_kimg; 0: none
+    distill_lr: float = 0.0  # G's Adam lr while distilling (0: lr)
+    distill_beta1: float = 0.0  # G's Adam beta1 while distilling (the GAN phase uses 0, as official)
     fid_samples: int = 0  # learning curve: tiny-CLIP FID of this many G_ema samples per checkpoint
 
     def generator_config(self) -> StyleGAN2Config:
@@ -264,18 +267,24 @@ class StyleGAN2Trainer:
         if cfg.distill_perceptual > 0:
             self.perceptual = make_perceptual_loss("bundled", device=self.device)
 
+    def _set_g_optimizer(self, lr: float, beta1: float) -> None:
+        for group in self.opt_G.param_groups:
+            group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+
     def distilling(self) -> bool:
         return self.pairs is not None and self.nimg < self.cfg.distill_kimg * 1000
 
     def step(self) -> dict[str, float]:
         cfg, B = self.cfg, self.batch
         if self.distilling():
+            self._set_g_optimizer(cfg.distill_lr or cfg.lr, cfg.distill_beta1)
             losses = self._distill_step()
             self._update_ema()
             self.iteration += 1
             self.nimg += B
             return losses
         real = self.bank.sample(B, self.gen, flip=cfg.flip).to(self.device)  # [B, 3, R, R]
+        self._set_g_optimizer(cfg.lr, 0.0)
         losses = self._g_main(B)
         losses.update(self._d_main(real))
         if cfg.r1_gamma > 0 and self.iteration % cfg.r1_interval == 0:
@@ -477,7 +486,7 @@ def export(
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir}")
     state, progress = loaded
-    cfg = TrainConfig(**progress["config"])
+    cfg = config_from(TrainConfig, progress["config"])
     G = StyleGAN2Generator(cfg.generator_config())
     G.load_state_dict(state["G_ema"])
     G = G.eval().requires_grad_(False)
