@@ -471,6 +471,28 @@ def _distortion_doc() -> dict[str, str]:
     }
 
 
+def cmd_sheet(a: argparse.Namespace) -> int:
+    """64 random samples of a bundled generator beside 64 held-out procedural cats, one PNG."""
+    from PIL import Image
+
+    from core.data.procedural import contact_sheet
+    from core.jobs.events import to_uint8
+    from core.models.io import load_generator
+    from core.paths import bundled_model
+
+    G = load_generator(bundled_model(a.model), device=a.device)
+    fake = np.concatenate([to_uint8(b) for b in generator_batches(G, a.n, seed=a.seed, batch=64)])
+    real = next(iter(procedural_batches(a.n, split="eval", start=2000, batch=a.n)))
+    real = to_uint8(real)
+    left, right = contact_sheet(fake), contact_sheet(real)
+    gap = np.full((left.shape[0], 12, 3), 255, np.uint8)
+    sheet = np.concatenate([left, gap, right], axis=1).repeat(a.zoom, 0).repeat(a.zoom, 1)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(a.out)
+    print(f"wrote {a.out}: left {a.n} samples of {a.model} (z seed {a.seed}), right {a.n} held-out cats")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core.metrics", description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -495,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-pairs", type=int, default=200, help="held-out images for the distortion ranking")
     c.add_argument("--write-card", action="store_true", help="store the tables in the CLIP's model card")
     c.set_defaults(func=cmd_clip)
+    sh = sub.add_parser("sheet", parents=[common], help="generator samples beside held-out cats (PNG)")
+    sh.add_argument("--model", default="stylegan2-cats64.safetensors")
+    sh.add_argument("--n", type=int, default=64)
+    sh.add_argument("--seed", type=int, default=0, help="seeds the z of the samples")
+    sh.add_argument("--zoom", type=int, default=2, help="nearest-neighbour upscale")
+    sh.add_argument("--out", type=Path, default=Path("docs/images/stylegan2-samples.png"))
+    sh.set_defaults(func=cmd_sheet)
     from core.inversion_quality import add_parsers as add_inversion_parsers
 
     add_inversion_parsers(sub, common)

@@ -50,6 +50,15 @@ class InvertPanel(QWidget):
         self.l2 = QDoubleSpinBox(minimum=0.0, maximum=100.0, decimals=3, value=0.0)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.samples = QSpinBox(minimum=1, maximum=16, value=1)
+        self.starts = QSpinBox(
+            minimum=0, maximum=64, value=0, specialValueText="off",
+            toolTip="Multi-start: this many random starts run together for a few steps, then the best "
+            "'Samples' of them (by the loss plus how typical their w is) continue",
+        )  # fmt: skip
+        self.spread = QDoubleSpinBox(
+            minimum=0.0, maximum=100.0, decimals=3, value=0.0,
+            toolTip="w+ only: keeps the per-layer latents close together (nearer the image manifold)",
+        )  # fmt: skip
         lay = QVBoxLayout(self)
         lay.addLayout(
             _form(
@@ -63,8 +72,10 @@ class InvertPanel(QWidget):
                     ("L1 weight", self.l1),
                     ("Perceptual weight", self.perc),
                     ("L2 on delta", self.l2),
+                    ("w+ spread", self.spread),
                     ("Seed", self.seed),
                     ("Samples", self.samples),
+                    ("Starts", self.starts),
                 ]
             )
         )
@@ -98,14 +109,17 @@ class InvertPanel(QWidget):
         else:
             target, mask = canvas.base_rgb(), 1.0 - canvas.mask()
         init = {"init": self.init.currentText()}
+        # Multi-start needs at least as many starts as samples; a warm start (live mode) is one latent.
+        starts = max(self.starts.value(), self.samples.value()) if self.starts.value() else 0
         if warm_latent is not None:
-            init = {"init": "latent", "init_latent": warm_latent}
+            init, starts = {"init": "latent", "init_latent": warm_latent}, 0
         return InvertParams(
             target=target, mask=mask, space=self.space.currentText(), **init,
             l1_weight=self.l1.value(), perceptual_weight=self.perc.value(), l2_delta_weight=self.l2.value(),
             optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             seed=self.seed.value(), num_samples=self.samples.value() if warm_latent is None else 1,
-            preview_every=1, paste_back=mode == 2,
+            preview_every=1, paste_back=mode == 2, spread_weight=self.spread.value(),
+            starts=starts,
         )  # fmt: skip
 
 

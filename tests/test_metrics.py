@@ -139,3 +139,13 @@ def test_models_doc_is_rendered_from_the_current_cards():
     assert "| StyleGAN2 | w+ | mean |" in text and "| DCGAN | z | random |" in text
     doc = Path(__file__).resolve().parent.parent / "docs" / "models.md"
     assert doc.read_text() == text, "docs/models.md is stale: run python -m core.model_report"
+
+
+def test_sample_sheet_puts_samples_beside_held_out_cats(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "sheet.png"
+    assert metrics.main(["sheet", "--n", "8", "--zoom", "1", "--out", str(out)]) == 0
+    sheet = Image.open(out)
+    # two 8-column contact sheets of one 64 px row (2 px gutters) and a 12 px gap between them
+    assert sheet.size == (2 * (8 * 66 + 2) + 12, 68)
