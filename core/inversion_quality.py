@@ -265,15 +265,17 @@ def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, r
         err[name.split("-")[0]] += [painted_error(img, rgba) for img in r.images]
         spread.append(_pairwise(perceptual, r.images))
         made.append(r.images)
+    # Inpainting: the 16 cats as one batch (each latent its own target and hole; multi-start takes a
+    # single target, so these run without it).
     targets, holes = held_out_images(16), inpaint_holes(16)
-    filled, kept_psnr = [], []
-    for i, (img, hole) in enumerate(zip(targets, holes, strict=True)):
-        inp = {**cfg, "starts": min(cfg.get("starts", 0), 8)}  # one fill per cat, from up to 8 starts
-        r = run_to_completion(invert(inpaint_params(img, hole, seed=i, preview_every=cfg["steps"], **inp), G,
-                                     perceptual_loss=perceptual))  # fmt: skip
-        keep = hole == 0
-        kept_psnr.append(float(psnr(r.images[0][keep][None], img[keep][None])[0]))
-        filled.append(r.images[0])
+    inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps")}
+    r = run_to_completion(invert(inpaint_params(targets, holes, num_samples=16, preview_every=cfg["steps"],
+                                                **inp), G, perceptual_loss=perceptual))  # fmt: skip
+    keep = holes == 0
+    kept_psnr = [
+        float(psnr(img[k][None], t[k][None])[0]) for img, t, k in zip(r.images, targets, keep, strict=True)
+    ]
+    filled = list(r.images)
     feats = clip_features(clip, [to_tensor(np.concatenate(made))])
     fill_feats = clip_features(clip, [to_tensor(np.stack(filled))])
     kid_s, kid_s_std = kid(feats, real)

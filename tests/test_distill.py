@@ -139,3 +139,23 @@ def test_runs_resume_without_settings_that_were_off_and_refuse_ones_that_were_on
     assert config_from(stylegan2.TrainConfig, stored) == stylegan2.TrainConfig(**TINY_SG2)
     with pytest.raises(ValueError, match="retired_option"):
         config_from(stylegan2.TrainConfig, {**stored, "retired_option": 3})
+
+
+def test_a_run_can_start_from_an_exported_generator(tmp_path, monkeypatch):
+    """When a run's checkpoint is gone: --init-from takes G and G_ema from the exported model and
+    carries its kimg and minutes on; a resumable run refuses it."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    flags = ["--cache-dir=cache", "--checkpoint-minutes=60", *_cli_args(TINY_SG2)]
+    stylegan2.main(["--out=a", "--kimg=0.008", *flags])
+    files = stylegan2.export(
+        "a", "m/g.safetensors", mean_w_samples=100, wstats_samples=200, k=4, kmeans_iters=2
+    )
+    card = json.loads(files["sidecar"].read_text())
+    stylegan2.main(["--out=b", "--kimg=0.016", "--init-from=m/g.safetensors", "--seed=1", *flags])
+    state, progress = load_checkpoint("b")
+    assert progress["init_from"]["sha256"] == card["sha256"] and progress["init_from"]["kimg"] == 0.008
+    assert progress["nimg"] == 16 and state["iteration"] == 2  # 8 images carried on, 2 iterations of 4 here
+    with pytest.raises(SystemExit):
+        stylegan2.main(["--out=b", "--kimg=0.024", "--resume", "--init-from=m/g.safetensors", *flags])

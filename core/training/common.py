@@ -403,6 +403,11 @@ def train_parser(prog: str, config_cls: type) -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     s.add_argument("--cache-dir", default="runs/.cache", help="where pre-rendered training sets are kept")
+    s.add_argument(
+        "--init-from",
+        help="new run only: start from an exported model (.safetensors with its .json card) when the "
+        "run's checkpoint is gone; its kimg and minutes carry on, the rest of the state starts fresh",
+    )
     add_config_args(p.add_argument_group("model and training settings (fixed for a run)"), config_cls)
     return p
 
@@ -436,10 +441,18 @@ def run_training(
         cfg.n_train, seed=cfg.data_seed, resolution=cfg.resolution, cache_dir=args.cache_dir
     )
     trainer = make_trainer(cfg, device, bank)
+    if args.init_from and loaded is not None:
+        parser.error("--init-from starts a new run; this one resumes from its checkpoint")
     if loaded is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
     else:
+        if args.init_from:
+            if not hasattr(trainer, "init_from"):
+                parser.error(f"{prog} cannot start from an exported model")
+            facts = trainer.init_from(args.init_from)
+            progress.update(init_from=facts, nimg=trainer.nimg, elapsed_s=facts["minutes"] * 60)
+            log.info("started from %s (kimg %.2f): %s", args.init_from, trainer.nimg / 1000, facts["note"])
         save_grid(bank.sample(32, torch.Generator().manual_seed(0), flip=False), out / "reals.png")
     progress["sessions"].append(_session_facts(prog, argv, device, trainer.nimg))
     log.info("config %s", json.dumps(asdict(cfg)))

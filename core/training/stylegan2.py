@@ -429,6 +429,27 @@ class StyleGAN2Trainer:
         feats = clip_features(clip, generator_batches(G, n, seed=0))
         return {f"fid{n}": round(fid(feats, self._fid_reference), 3)}
 
+    def init_from(self, path: str | Path) -> dict[str, Any]:
+        """Start G and G_ema from an exported generator (its card gives kimg and minutes so far)."""
+        from core.models.io import load_generator
+
+        path = Path(path)
+        card = json.loads(path.with_suffix(".json").read_text())
+        exported = load_generator(path)
+        state = exported.state_dict()
+        self.G.load_state_dict(state)
+        self.G_ema.load_state_dict(state)
+        training = card.get("training", {})
+        self.nimg = int(round(float(training.get("kimg", 0)) * 1000))
+        return {
+            "file": path.name,
+            "sha256": card.get("sha256"),
+            "kimg": training.get("kimg", 0),
+            "minutes": float(training.get("minutes", 0)),
+            "note": "G and G_ema start from the exported G_ema; D and both optimisers start fresh "
+            "(the run's checkpoint was not kept)",
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "G": self.G.state_dict(),
