@@ -81,11 +81,18 @@ def cmd_invert(a: argparse.Namespace) -> int:
 
     from core.imageio import save_png
     from core.jobs.invert import InvertParams, invert, run_to_completion
+    from core.jobs.params import MODE_DEFAULTS
     from core.latents import save_latent
 
     torch.manual_seed(a.seed)
     G, model_path = _load_generator(a.model, a.device)
     target, mask = read_target(a)
+    # Unset options take the defaults of the job: scribble, inpaint (--hole) or plain inversion.
+    mode = "scribble" if a.scribble else "inpaint" if a.hole and mask is not None else "invert"
+    for opt, key in (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("spread", "spread_weight"),
+                     ("perceptual_weight", "perceptual_weight"), ("starts", "starts")):  # fmt: skip
+        if getattr(a, opt) is None:
+            setattr(a, opt, MODE_DEFAULTS[mode][key])
     perc, perc_kind = _perceptual(a.perceptual, a.perceptual_weight, a.device)
     params = InvertParams(
         target=target,
@@ -97,7 +104,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
         l2_delta_weight=a.l2,
         spread_weight=a.spread,
         w_prior_weight=a.w_prior,
-        starts=a.starts,
+        starts=max(a.starts, a.samples) if a.starts else 0,
         start_steps=a.start_steps,
         realism_weight=a.realism_weight,
         paste_back=bool(a.hole and mask is not None),
@@ -184,20 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--mask", help="mask image: loss only where white/opaque")
     inv.add_argument("--hole", action="store_true", help="the mask marks a hole to fill (inpainting)")
     inv.add_argument("--scribble", action="store_true", help="image is an RGBA scribble; alpha = mask")
-    inv.add_argument("--space", choices=[s.value for s in LatentSpace], default="w+")
-    inv.add_argument("--init", choices=["mean", "random"], default="mean")
+    inv.add_argument("--space", choices=[s.value for s in LatentSpace], help="default: the mode's")
+    inv.add_argument("--init", choices=["mean", "random"], help="default: the mode's")
     inv.add_argument("--steps", type=int, default=500)
     inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     inv.add_argument("--lr", type=float, default=0.05)
-    inv.add_argument("--l1", type=float, default=10.0, help="L1 loss weight")
-    inv.add_argument("--perceptual-weight", type=float, default=0.01)
+    inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
+    inv.add_argument("--perceptual-weight", type=float, help="default: the mode's")
     inv.add_argument(
         "--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, vgg-conv5, bundled, none"
     )
     inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
-    inv.add_argument("--spread", type=float, default=0.0, help="w+ layer-spread penalty weight")
+    inv.add_argument("--spread", type=float, help="w+ layer-spread penalty weight (default: the mode's)")
     inv.add_argument("--w-prior", type=float, default=0.0, help="W log-density proxy weight")
-    inv.add_argument("--starts", type=int, default=0, help="multi-start: random starts (0: off)")
+    inv.add_argument("--starts", type=int, help="multi-start: random starts (0: off; default: the mode's)")
     inv.add_argument("--start-steps", type=int, default=20, help="steps before the best --samples are kept")
     inv.add_argument("--realism-weight", type=float, default=1.0, help="W proxy weight when picking starts")
     inv.add_argument("--samples", type=int, default=1, help="latents optimised together")

@@ -535,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger().setLevel(logging.WARNING)  # open_clip logs model building at INFO on the root
     log.setLevel(logging.INFO)
+    logging.getLogger("core.inversion_quality").setLevel(logging.INFO)  # its tables log row by row
     if a.threads:
         torch.set_num_threads(a.threads)
     return a.func(a)

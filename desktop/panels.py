@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from desktop.canvas import Canvas
 
 INVERT_MODES = ("Scribble to image", "Invert base image", "Inpaint (mask = hole)")
+MODE_KEYS = ("scribble", "invert", "inpaint")  # core.jobs.params.MODE_DEFAULTS, by INVERT_MODES index
 
 
 def _form(rows) -> QFormLayout:
@@ -80,6 +81,21 @@ class InvertPanel(QWidget):
             )
         )
         lay.addStretch(1)
+        self.mode.currentIndexChanged.connect(self.apply_mode_defaults)
+        self.apply_mode_defaults(self.mode.currentIndex())
+
+    def apply_mode_defaults(self, mode: int) -> None:
+        """Set the controls to the measured defaults of the chosen job (docs/models.md)."""
+        from core.jobs.params import MODE_DEFAULTS
+
+        d = MODE_DEFAULTS[MODE_KEYS[mode]]
+        if self.space.findText(d["space"]) >= 0:
+            self.space.setCurrentText(d["space"])
+        self.init.setCurrentText(d["init"])
+        self.l1.setValue(d["l1_weight"])
+        self.perc.setValue(d["perceptual_weight"])
+        self.spread.setValue(d["spread_weight"])
+        self.starts.setValue(d["starts"])
 
     def set_spaces(self, spaces: list[str]) -> None:
         current = self.space.currentText()

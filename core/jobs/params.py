@@ -9,6 +9,21 @@ import numpy as np
 from core.errors import JobError
 from core.types import LatentSpace
 
+# The defaults each inversion job starts from, shared by the Invert tab, the CLI and the docs. Plain
+# inversion wants fidelity (w+); scribbles and holes want results on the image manifold, chosen from the
+# settings table in docs/models.md (python -m core.metrics scribble-sweep).
+MODE_DEFAULTS: dict[str, dict] = {
+    "invert": dict(
+        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
+    ),
+    "scribble": dict(
+        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
+    ),
+    "inpaint": dict(
+        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
+    ),
+}
+
 
 @dataclass(frozen=True)
 class InvertParams:
