@@ -190,16 +190,11 @@ def scribble_table(G, scribbles: dict[str, np.ndarray], *, samples: int, steps: 
 SWEEP_BASE = dict(l1_weight=10.0, perceptual_weight=0.01, steps=200, lr=0.05)
 SWEEP_SETTINGS = (
     ("before: w+, mean init", dict(space="w+", init="mean")),
-    ("w+, random init", dict(space="w+", init="random")),
     ("w, random init", dict(space="w", init="random")),
     ("w, multi-start 16", dict(space="w", init="random", starts=16)),
+    ("w+, multi-start 16, spread 1", dict(space="w+", init="random", starts=16, spread_weight=1.0)),
     ("w, multi-start 16, L1 1 + perc 1", dict(space="w", init="random", starts=16, l1_weight=1.0,
                                              perceptual_weight=1.0)),
-    ("w+, multi-start 16, spread 1", dict(space="w+", init="random", starts=16, spread_weight=1.0)),
-    ("w+, multi-start 16, spread 1, L1 1 + perc 1", dict(space="w+", init="random", starts=16,
-                                                         spread_weight=1.0, l1_weight=1.0,
-                                                         perceptual_weight=1.0)),
-    ("w, multi-start 16, 60 steps", dict(space="w", init="random", starts=16, steps=60)),
 )  # fmt: skip
 
 

@@ -141,6 +141,37 @@ def _scribble_verdict(q: dict) -> str:
     )
 
 
+def curve_section(sg2: dict) -> list[str]:
+    """How the bundled StyleGAN2 got here: earlier stints and the learning curve (plan the next one)."""
+    t = sg2["training"]
+    lines = ["## StyleGAN2: training history and learning curve", ""]
+    if t.get("init_from"):
+        f = t["init_from"]
+        lines.append(
+            f"This run started from the earlier bundled export `{f['file']}` "
+            f"(sha256 `{str(f['sha256'])[:12]}`, "
+            f"{f['kimg']} kimg, {f['minutes']:.0f} min): {f['note']}. Commands of this run: "
+            + "; ".join(f"`{c}`" for c in t["commands"])
+            + "."
+        )
+    for ch in t.get("config_changes") or []:
+        lines.append(f"At {ch['kimg']:.1f} kimg the settings changed to {ch['changes']}: {ch['why']}.")
+    curve = t.get("curve") or []
+    if curve:
+        key = next(k for k in curve[-1] if k.startswith("fid"))
+        lines += [
+            "",
+            f"Learning curve: tiny-CLIP FID of {key[3:]} G_ema samples against as many held-out cats at each "
+            "checkpoint (a smaller n than the table above, so slightly higher), against training kimg and "
+            "CPU minutes (the total over all stints).",
+            "",
+            "| kimg | minutes | FID |",
+            "|---|---|---|",
+        ]
+        lines += [_row(f"{p['kimg']:.1f}", f"{p['minutes']:.0f}", f"{p[key]:.1f}") for p in curve if key in p]
+    return lines + [""]
+
+
 def sweep_section(sg2: dict) -> list[str]:
     q = sg2["quality"].get("scribble_sweep")
     if q is None:
@@ -227,7 +258,8 @@ def report() -> str:
         _training(CLIP, clip),
         "",
     ]
-    lines += realism_section(sg2, dcgan) + inversion_section(sg2, dcgan) + scribble_section(sg2)
+    lines += realism_section(sg2, dcgan) + curve_section(sg2) + inversion_section(sg2, dcgan)
+    lines += scribble_section(sg2)
     lines += sweep_section(sg2)
     lines += clip_section(clip)
     lines += ["The W-space diffusion prior: `docs/prior.md`. The text-to-image model: `docs/sdedit.md`.", ""]

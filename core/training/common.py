@@ -507,6 +507,7 @@ def export_facts(progress: dict[str, Any], argv: Sequence[str], prog: str) -> di
         "finished": bool(progress.get("done")),
         "train_config": progress["config"],
         "config_changes": progress.get("config_changes", []),  # settings changed mid-run, at which kimg
+        "init_from": progress.get("init_from"),  # the exported model a new run started from, if any
         "curve": progress.get("curve", []),  # learning-curve points (StyleGAN2: FID of G_ema samples)
         "export_command": " ".join([prog, *argv]),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
