@@ -83,5 +83,5 @@ def run(*, quick: bool = False, rounds: int = 6) -> Table:
         t.add(name, tr.batch, 1 / s, 3.6 / s, base / s)
     fp32, bf16 = _bf16_probe(quick)
     t.add("probe: 3x3 conv fwd+bwd fp32 (ms)", "", fp32 * 1e3, "", "")
-    t.add("probe: same conv in bf16 (ms)", "", bf16 * 1e3, "", f"bf16 {fp32 / bf16:.2g}x fp32")
+    t.add("probe: same conv in bf16 (ms)", "", bf16 * 1e3, "", f"bf16 at {fp32 / bf16:.2g}x fp32 speed")
     return t

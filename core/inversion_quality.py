@@ -195,6 +195,7 @@ SWEEP_SETTINGS = (
     ("w+, multi-start 16, spread 1", dict(space="w+", init="random", starts=16, spread_weight=1.0)),
     ("w, multi-start 16, L1 1 + perc 1", dict(space="w", init="random", starts=16, l1_weight=1.0,
                                              perceptual_weight=1.0)),
+    ("w, multi-start 16, 40 steps", dict(space="w", init="random", starts=16, start_steps=10, steps=40)),
 )  # fmt: skip
 
 
@@ -246,7 +247,7 @@ def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, r
     inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
     from core.jobs.invert import inpaint_params, invert, run_to_completion
     from core.jobs.params import InvertParams
-    from core.metrics import clip_features, kid, to_tensor
+    from core.metrics import clip_features, kid, knn_precision, to_tensor
 
     cfg = {**SWEEP_BASE, **settings}
     err: dict[str, list[float]] = {"sparse": [], "dense": []}
@@ -279,23 +280,33 @@ def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, r
         "settings": cfg, "candidates": k, "n_results": len(feats),
         "paint_error": {kind: round(float(np.mean(v)), 4) for kind, v in err.items()},
         "kid": round(kid_s, 4), "kid_std": round(kid_s_std, 4),
+        "precision": round(knn_precision(real, feats), 4),
         "diversity": round(float(np.mean(spread)), 4),
         "seconds_per_job": round(float(np.median(seconds)), 2),
         "inpaint": {"kept_psnr_min": round(min(kept_psnr), 2), "kid": round(kid_i, 4),
+                    "precision": round(knn_precision(real, fill_feats), 4),
                     "kid_std": round(kid_i_std, 4), "n": len(filled)},
     }  # fmt: skip
 
 
 def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
     from core.clip import load_clip
-    from core.metrics import clip_features, generator_batches, kid, procedural_batches, to_tensor
+    from core.metrics import (
+        clip_features,
+        generator_batches,
+        kid,
+        knn_precision,
+        procedural_batches,
+        to_tensor,
+    )
 
     scribbles = load_scribbles()
     clip = load_clip(device="cpu")
     real = clip_features(clip, procedural_batches(500, split="eval", start=1000))
     n = len(scribbles) * k
     plain = np.concatenate([b for b in _uint8_batches(generator_batches(G, n, seed=0))])
-    plain_kid = kid(clip_features(clip, [to_tensor(plain)]), real)
+    plain_feats = clip_features(clip, [to_tensor(plain)])
+    plain_kid = kid(plain_feats, real)
     plain_spread = float(np.mean([_pairwise(perceptual, plain[i : i + k]) for i in range(0, n, k)]))
     rows = {}
     for name, settings in SWEEP_SETTINGS:
@@ -314,6 +325,9 @@ def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
     return {
         "reference": "500 eval-split cats (1000..1499); inpainting: eval cats 100..115, seeded holes",
         "generator_samples": {"kid": round(plain_kid[0], 4), "kid_std": round(plain_kid[1], 4), "n": n,
+                              "precision": round(knn_precision(real, plain_feats), 4),
+                              "real_precision": round(knn_precision(real[: len(real) // 2],
+                                                                    real[len(real) // 2 :]), 4),
                               "diversity": round(plain_spread, 4)},
         "rows": rows, "gradient_shares": shares,
         "diversity": f"mean bundled-perceptual distance between the {k} candidates of one scribble",

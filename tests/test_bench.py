@@ -19,8 +19,9 @@ def test_bench_quick_runs_and_prints_tables(capsys, tmp_path, monkeypatch):
 
 
 def test_bench_quick_prior_sdedit_and_options_tables(capsys):
-    assert main(["--quick", "--only", "prior", "sdedit", "options"]) == 0
+    assert main(["--quick", "--only", "prior", "sdedit", "options", "train"]) == 0
     text = capsys.readouterr().out
+    assert "Training throughput" in text and "| adversarial + distillation | 32 |" in text
     assert "denoise / task" in text and "direct ms/step" in text and "| channels_last |" in text
     sd_rows = [r for r in text.splitlines() if r.startswith("| 10 | 6 |")]  # S = 10, strength 0.6: 6 run
     assert len(sd_rows) == 1

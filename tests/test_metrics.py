@@ -149,3 +149,12 @@ def test_sample_sheet_puts_samples_beside_held_out_cats(tmp_path):
     sheet = Image.open(out)
     # two 8-column contact sheets of one 64 px row (2 px gutters) and a 12 px gap between them
     assert sheet.size == (2 * (8 * 66 + 2) + 12, 68)
+
+
+def test_knn_precision_scores_realism_without_punishing_low_coverage():
+    torch.manual_seed(0)
+    real = torch.randn(400, 8)
+    assert metrics.knn_precision(real[:200], real[200:]) > 0.8  # the same distribution: mostly inside
+    one_corner = real[200:][real[200:, 0] > 1.0]  # real-looking but covering a sliver of the data
+    assert metrics.knn_precision(real[:200], one_corner) > 0.6
+    assert metrics.knn_precision(real[:200], torch.randn(100, 8) + 6.0) == 0.0  # off the manifold
