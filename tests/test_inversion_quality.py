@@ -75,11 +75,12 @@ def test_sweep_row_measures_paint_realism_diversity_and_inpainting(G, perceptual
 
     clip = load_clip()
     real = clip_features(clip, procedural_batches(60, split="eval", start=1000))
-    scribbles = dict(list(iq.load_scribbles().items())[:2])
+    scribbles = {k: v for k, v in iq.load_scribbles().items() if k in ("sparse-0", "dense-0")}
     row = iq.sweep_row(G, scribbles, dict(space="w", init="random", starts=4, start_steps=2, steps=4), k=2,
                        perceptual=perceptual, clip=clip, real=real)  # fmt: skip
     assert row["n_results"] == 4 and row["diversity"] > 0
     assert set(row["paint_error"]) == {"sparse", "dense"} and row["inpaint"]["n"] == 16
+    assert all(0 < v < 1 for v in row["paint_error"].values()) and 0 <= row["precision"] <= 1
     assert row["inpaint"]["kept_psnr_min"] > 90  # pasted back: the kept pixels are the target's
 
 

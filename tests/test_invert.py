@@ -279,3 +279,10 @@ def test_inpainting_keeps_every_pixel_outside_the_hole(G):
     assert not np.array_equal(raw.images[0][kept], tgt[kept])
     with pytest.raises(JobError, match="paste_back needs a mask"):
         InvertParams(target=tgt, paste_back=True)
+
+
+def test_multi_start_keeps_num_samples_even_when_the_job_is_shorter_than_the_start_phase(G):
+    res = run(
+        G, target=target_from(G), space="w+", init="random", steps=3, starts=6, start_steps=20, num_samples=2
+    )
+    assert res.latent.shape[0] == 2 and res.images.shape[0] == 2

@@ -241,7 +241,7 @@ def invert(
             return _result(G, p, latent, history, cancelled=True, target=target, mask=mask)
         state.clear()
         opt.step(closure)
-        if p.starts > p.num_samples and step == p.start_steps:
+        if p.starts > p.num_samples and step == min(p.start_steps, p.steps):
             # Keep the best num_samples starts, by task loss plus realism; they continue from here.
             score = state["total"] + p.realism_weight * state["w_prior"]
             keep = score.argsort()[: p.num_samples]

@@ -12,16 +12,12 @@ from core.types import LatentSpace
 # The defaults each inversion job starts from, shared by the Invert tab, the CLI and the docs. Plain
 # inversion wants fidelity (w+); scribbles and holes want results on the image manifold, chosen from the
 # settings table in docs/models.md (python -m core.metrics scribble-sweep).
+_SEED_WEIGHTS = dict(l1_weight=10.0, perceptual_weight=0.01)  # the seed write-up's L1 and perceptual weights
 MODE_DEFAULTS: dict[str, dict] = {
-    "invert": dict(
-        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
-    ),
-    "scribble": dict(
-        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
-    ),
-    "inpaint": dict(
-        space="w+", init="mean", starts=0, l1_weight=10.0, perceptual_weight=0.01, spread_weight=0.0
-    ),
+    "invert": dict(space="w+", init="mean", starts=0, spread_weight=0.0, **_SEED_WEIGHTS),
+    # The sweep's pick (docs/models.md): 16 random starts, the best kept, the w+ layers held together.
+    "scribble": dict(space="w+", init="random", starts=16, spread_weight=1.0, **_SEED_WEIGHTS),
+    "inpaint": dict(space="w+", init="mean", starts=0, spread_weight=0.0, **_SEED_WEIGHTS),
 }
 
 

@@ -327,12 +327,16 @@ class StyleGAN2Trainer:
         return z_all[idx].to(self.device), target.to(self.device)
 
     def _synthesise(self, z: torch.Tensor, *, update_w_avg: bool = False) -> torch.Tensor:
+        return self.G.synthesis(self._map(z, update_w_avg=update_w_avg))
+
+    def _map(self, z: torch.Tensor, *, update_w_avg: bool = False) -> torch.Tensor:
+        """ws [n, num_ws, w_dim] of z, tracking w_avg (for truncation) as official when asked."""
         G = self.G
-        w = G.mapping(z)
+        w = G.mapping(z)  # [n, w_dim]
         if update_w_avg:
             with torch.no_grad():
                 G.mapping_net.w_avg.copy_(w.detach().mean(0).lerp(G.mapping_net.w_avg, 0.995))
-        return G.synthesis(w.unsqueeze(1).repeat(1, G.num_ws, 1))
+        return w.unsqueeze(1).repeat(1, G.num_ws, 1)
 
     def _regression(self, fake: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         l1 = (fake - target).abs().mean()
@@ -373,11 +377,7 @@ class StyleGAN2Trainer:
     def _generate(self, n: int, *, update_w_avg: bool = False) -> torch.Tensor:
         """G(z) for ``n`` fresh z, with style mixing. Returns [n, 3, R, R]."""
         G, cfg = self.G, self.cfg
-        w = G.mapping(self._randn(n))  # [n, w_dim]
-        if update_w_avg:
-            with torch.no_grad():
-                G.mapping_net.w_avg.copy_(w.detach().mean(0).lerp(G.mapping_net.w_avg, 0.995))
-        ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)  # [n, num_ws, w_dim]
+        ws = self._map(self._randn(n), update_w_avg=update_w_avg)  # [n, num_ws, w_dim]
         if cfg.style_mixing > 0 and float(torch.rand((), generator=self.gen)) < cfg.style_mixing:
             cutoff = int(torch.randint(1, G.num_ws, (), generator=self.gen))
             ws = torch.cat(
