@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
     inv.add_argument("--perceptual-weight", type=float, help="default: the mode's")
     inv.add_argument(
-        "--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, vgg-conv5, bundled, none"
+        "--perceptual",
+        default="auto",
+        help="auto, lpips-vgg, lpips-alex, vgg-conv5, vgg19-conv3_1 (the seed's), bundled, none",
     )
     inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
     inv.add_argument("--spread", type=float, help="w+ layer-spread penalty weight (default: the mode's)")

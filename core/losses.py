@@ -40,11 +40,20 @@ log = logging.getLogger(__name__)
 
 Features = tuple[torch.Tensor, ...]  # a perceptual loss's cached target features, one per layer
 
-PERCEPTUAL_KINDS = ("lpips-vgg", "lpips-alex", "vgg-conv5", "bundled", "none")
+PERCEPTUAL_KINDS = ("lpips-vgg", "lpips-alex", "vgg-conv5", "vgg19-conv3_1", "bundled", "none")
 
 # torchvision's own file names (they carry the sha256 prefix), so a cache torchvision filled is found.
-_BACKBONE_FILES = {"vgg16": "vgg16-397923af.pth", "alexnet": "alexnet-owt-7be5be79.pth"}
-_BACKBONE_OF_KIND = {"lpips-vgg": "vgg16", "lpips-alex": "alexnet", "vgg-conv5": "vgg16"}
+_BACKBONE_FILES = {
+    "vgg16": "vgg16-397923af.pth",
+    "alexnet": "alexnet-owt-7be5be79.pth",
+    "vgg19": "vgg19-dcbb9e9d.pth",
+}
+_BACKBONE_OF_KIND = {
+    "lpips-vgg": "vgg16",
+    "lpips-alex": "alexnet",
+    "vgg-conv5": "vgg16",
+    "vgg19-conv3_1": "vgg19",
+}
 _DOWNLOAD_ROOT = "https://download.pytorch.org/models/"
 
 # ImageNet statistics the torchvision backbones were trained with (inputs in [0, 1]).
@@ -198,12 +207,14 @@ class MaskedLPIPS(PerceptualLoss):
 
 
 class VGGConv5Loss(PerceptualLoss):
-    """The seed's perceptual loss: mean squared difference of VGG conv_5 features -> [N], >= 0.
+    """Mean squared difference of raw VGG features -> [N], >= 0 (an L2 feature distance).
 
-    "conv_5 features" is taken as the output of VGG16's conv_5 block (relu5_3, 512 channels at 1/16
-    of the image size; built by :func:`vgg16_conv5_features`): the deepest layer LPIPS uses too, so
-    one ImageNet file serves both. Features are compared raw (no channel normalisation), averaged
-    over channels and the mask-weighted positions.
+    Two feature stacks are offered: "vgg-conv5", the output of VGG16's conv_5 block (relu5_3, 512
+    channels at 1/16 of the image size; :func:`vgg16_conv5_features`), the deepest layer LPIPS uses
+    too; and "vgg19-conv3_1", the seed write-up's exact choice: its "conv_5" is the fifth conv layer of
+    VGG19 (conv3_1, 256 channels at 1/4 of the size, before its ReLU; :func:`vgg19_conv3_1_features`),
+    as named in PyTorch's style-transfer tutorial. Features are compared raw (no channel
+    normalisation), averaged over channels and the mask-weighted positions.
 
     Args:
         features: maps ImageNet-normalised images ``[N, 3, H, W]`` to feature maps ``[N, C, h, w]``,
@@ -292,6 +303,20 @@ def vgg16_conv5_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def vgg19_conv3_1_features() -> nn.Sequential:
+    """VGG19 ``features[:11]`` (conv1_1 .. conv3_1, the fifth conv layer, without its ReLU), randomly
+    initialised; layer indices match torchvision's ``vgg19().features``."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in (64, 64, "M", 128, 128, "M", 256):
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*layers[:-1])  # conv3_1's output, before the ReLU
+
+
 # --- loading ImageNet backbones without downloading -------------------------------------------
 
 
@@ -366,8 +391,8 @@ def _build_lpips(kind: str, state: dict[str, torch.Tensor], path: Path) -> Maske
     return MaskedLPIPS(net)
 
 
-def _build_vgg_conv5(state: dict[str, torch.Tensor], path: Path) -> VGGConv5Loss:
-    features = vgg16_conv5_features()
+def _build_vgg_conv5(state: dict[str, torch.Tensor], path: Path, kind: str = "vgg-conv5") -> VGGConv5Loss:
+    features = vgg19_conv3_1_features() if kind == "vgg19-conv3_1" else vgg16_conv5_features()
     _load_features(features, state, path)
     return VGGConv5Loss(features)
 
@@ -378,7 +403,8 @@ def make_perceptual_loss(
     """Build a ready, frozen perceptual loss with real ImageNet backbone weights; never downloads.
 
     Args:
-        kind: "lpips-vgg", "lpips-alex", "vgg-conv5", "bundled" (:class:`ClipFeatureLoss` on the
+        kind: "lpips-vgg", "lpips-alex", "vgg-conv5", "vgg19-conv3_1" (the seed's exact loss), "bundled"
+            (:class:`ClipFeatureLoss` on the
             bundled tiny CLIP; needs no ImageNet file), or "none" (returns None, so a job asking for a
             perceptual weight > 0 without a loss fails loudly instead of silently adding zero).
         device: where the module lives.
@@ -404,7 +430,10 @@ def make_perceptual_loss(
         raise _missing_weights_error(kind, weights_path)
     log.info("perceptual loss %s: backbone weights from %s", kind, path)
     state = _load_state_dict(path)
-    loss = _build_vgg_conv5(state, path) if kind == "vgg-conv5" else _build_lpips(kind, state, path)
+    if kind in ("vgg-conv5", "vgg19-conv3_1"):
+        loss = _build_vgg_conv5(state, path, kind)
+    else:
+        loss = _build_lpips(kind, state, path)
     return loss.to(device)
 
 
@@ -438,4 +467,5 @@ __all__ = [
     "masked_l1",
     "masked_mean",
     "vgg16_conv5_features",
+    "vgg19_conv3_1_features",
 ]

@@ -229,6 +229,7 @@ def offline_hub(monkeypatch, tmp_path):
         ("lpips-vgg", "vgg16-397923af.pth"),
         ("lpips-alex", "alexnet-owt-7be5be79.pth"),
         ("vgg-conv5", "vgg16-397923af.pth"),
+        ("vgg19-conv3_1", "vgg19-dcbb9e9d.pth"),
     ],
 )
 def test_factory_explains_missing_weights(offline_hub, kind, filename):
@@ -280,3 +281,23 @@ def test_factory_rejects_unreadable_or_foreign_files(offline_hub, tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, foreign)
     with pytest.raises(ModelLoadError, match="lacks"):
         make_perceptual_loss("lpips-alex", weights_path=foreign)
+
+
+def test_seed_conv_5_is_torchvision_vgg19_conv3_1(offline_hub, tmp_path):
+    """The seed's "conv_5": VGG19's fifth conv layer (features[10], conv3_1) before its ReLU, L2."""
+    import torchvision
+
+    torch.manual_seed(6)
+    tv = torchvision.models.vgg19(weights=None).features.eval()
+    path = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in tv.state_dict().items()}, path)
+    loss = make_perceptual_loss("vgg19-conv3_1", weights_path=path)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ours = loss._features(x)
+        ref = tv[:11](((x + 1) / 2 - loss.mean) / loss.std)
+    assert ours.shape == (2, 256, 8, 8) and (ours < 0).any()  # pre-ReLU
+    torch.testing.assert_close(ours, ref)
+    y = x.flip(3)
+    d = loss(y, loss.prepare(x))
+    torch.testing.assert_close(d, (loss._features(y) - ours).square().mean((1, 2, 3)))
