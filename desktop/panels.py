@@ -182,6 +182,8 @@ class PriorPanel(QWidget):
         super().__init__(parent)
         from PySide6.QtWidgets import QLineEdit
 
+        from core.prior.params import ProjectParams
+
         self.task = QComboBox()
         for label, value in PRIOR_TASKS:
             self.task.addItem(label, value)
@@ -191,9 +193,17 @@ class PriorPanel(QWidget):
         self.space = QComboBox()
         self.space.addItems(["w", "w+"])
         self.steps = QSpinBox(minimum=1, maximum=2000, value=int(settings.value("project/steps", 50)))
-        self.k = QSpinBox(minimum=1, maximum=100, value=10, toolTip="denoising steps per task step")
-        self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
-        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=1000.0, value=1.0, toolTip="task-guided only")
+        # The job's own defaults: the ones docs/prior.md measured.
+        d = ProjectParams.__dataclass_fields__
+        self.k = QSpinBox(
+            minimum=1, maximum=100, value=d["denoise_steps"].default, toolTip="denoising steps per task step"
+        )
+        self.lr = QDoubleSpinBox(
+            minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=d["lr"].default
+        )
+        self.guidance = QDoubleSpinBox(
+            minimum=0.0, maximum=1000.0, value=d["guidance_scale"].default, toolTip="task-guided only"
+        )
         self.samples = QSpinBox(minimum=1, maximum=16, value=4)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         lay = QVBoxLayout(self)
