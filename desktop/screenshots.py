@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900)
     a = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # Autosaves go to a folder of this run's own: a person's recoverable session must not stall the
+    # script with a recovery question, and the script must not leave one behind for them.
+    import tempfile
+
+    os.environ["LATENT_CANVAS_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="lc-screenshots-")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
