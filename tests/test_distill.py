@@ -159,3 +159,18 @@ def test_a_run_can_start_from_an_exported_generator(tmp_path, monkeypatch):
     assert progress["nimg"] == 16 and state["iteration"] == 2  # 8 images carried on, 2 iterations of 4 here
     with pytest.raises(SystemExit):
         stylegan2.main(["--out=b", "--kimg=0.024", "--resume", "--init-from=m/g.safetensors", *flags])
+
+
+def test_settings_changed_mid_run_are_applied_and_recorded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--cache-dir=cache", "--checkpoint-minutes=60", *_cli_args(TINY_SG2)]
+    stylegan2.main(["--out=a", "--kimg=0.008", *flags])
+    stylegan2.main(["change", "--run=a", "--set", "r1_gamma=2", "--why", "D too strong"])
+    _, progress = load_checkpoint("a")
+    assert progress["config"]["r1_gamma"] == 2.0
+    assert progress["config_changes"] == [
+        {"kimg": 0.008, "changes": {"r1_gamma": 2.0}, "why": "D too strong"}
+    ]
+    stylegan2.main(["--out=a", "--kimg=0.012", "--resume", *flags])  # resumes with the new setting
+    with pytest.raises(ValueError, match="unknown settings"):
+        stylegan2.main(["change", "--run=a", "--set", "r1_gama=2", "--why", "typo"])

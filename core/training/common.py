@@ -467,6 +467,31 @@ def run_training(
     )
 
 
+def change_settings(run_dir: str | Path, config_cls: type, changes: dict[str, Any], why: str) -> dict:
+    """Change a stopped run's training settings before it resumes; the change, the kimg it happened at
+    and ``why`` are kept in ``progress['config_changes']`` and end up in the model card."""
+    state, progress = load_checkpoint(run_dir) or (None, None)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir}")
+    types = {f.name: type(f.default) for f in fields(config_cls)}
+    unknown = sorted(set(changes) - set(types))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; known: {sorted(types)}")
+
+    def convert(name: str, value: Any) -> Any:
+        if types[name] is bool and isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return types[name](value)
+
+    changes = {k: convert(k, v) for k, v in changes.items()}
+    progress.setdefault("config_changes", []).append(
+        {"kimg": progress["nimg"] / 1000, "changes": changes, "why": why}
+    )
+    progress["config"].update(changes)
+    save_checkpoint(run_dir, state, progress)
+    return progress
+
+
 def config_from(config_cls: type, stored: dict[str, Any]):
     """A run's config from its stored dict. A setting this code no longer has is dropped when it was
     off (0, False, empty) in the run, so old runs resume; one that was on is an error, since the
