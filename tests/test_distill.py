@@ -9,15 +9,9 @@ import torch
 from core.data import procedural as p
 from core.training import distill, stylegan2
 from core.training.common import ImageBank, load_checkpoint
-from tests.test_training import TINY_SG2, _cli_args
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one_thread: test_training's autouse fixture (tiny models, one torch thread), applied here too.
+from tests.test_training import TINY_SG2, _cli_args, one_thread  # noqa: F401
 
 
 def test_pairs_are_a_function_of_z_and_seed():
