@@ -245,16 +245,14 @@ def inpaint_holes(n: int, resolution: int = 64, seed: int = 0) -> np.ndarray:
 def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real) -> dict:
     """One setting: scribble paint error (sparse/dense), realism (KID), candidate diversity, time;
     inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
-    from core.jobs.invert import inpaint_params, invert, run_to_completion
-    from core.jobs.params import InvertParams
+    from core.jobs.invert import inpaint_params, invert, run_to_completion, scribble_params
     from core.metrics import clip_features, kid, knn_precision, to_tensor
 
     cfg = {**SWEEP_BASE, **settings}
     err: dict[str, list[float]] = {"sparse": [], "dense": []}
     made, spread, seconds = [], [], []
     for i, (name, rgba) in enumerate(scribbles.items()):
-        p = InvertParams(target=np.ascontiguousarray(rgba[..., :3]), mask=rgba[..., 3] / 255.0,
-                         num_samples=k, seed=i, preview_every=cfg["steps"], **cfg)  # fmt: skip
+        p = scribble_params(rgba, num_samples=k, seed=i, preview_every=cfg["steps"], **cfg)
         t0 = time.perf_counter()
         r = run_to_completion(invert(p, G, perceptual_loss=perceptual))
         seconds.append(time.perf_counter() - t0)
