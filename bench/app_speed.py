@@ -227,7 +227,7 @@ def all_models_rss() -> Table:
         "from core.models.io import load_generator\n"
         "from core.paths import DEFAULT_GENERATOR, bundled_model\n"
         "from core.clip import load_clip\n"
-        "from core.prior.cli import BUNDLED_PRIOR\n"
+        "from core.paths import BUNDLED_PRIOR\n"
         "from core.prior.model import load_wdiffusion\n"
         "from core.sd.model import load_sd_model\n"
         "G = load_generator(bundled_model(DEFAULT_GENERATOR)); clip = load_clip(device='cpu')\n"

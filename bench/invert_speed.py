@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from bench.common import Table
-from core.jobs.events import to_uint8
-from core.jobs.invert import initial_latent, invert, latent_to_ws, run_to_completion
+from core.gan.latents import latent_to_ws
+from core.imaging import to_uint8
+from core.jobs.invert import initial_latent, invert
 from core.jobs.params import InvertParams
+from core.jobs.runner import run_to_completion
 from core.losses import masked_l1
 from core.types import LatentSpace
 

@@ -35,26 +35,28 @@ def _models(quick: bool):
             None,
         )
     from core.clip import load_clip
-    from core.prior.cli import BUNDLED_PRIOR
+    from core.paths import BUNDLED_PRIOR
 
     G = load_generator(bundled_model(DEFAULT_GENERATOR))
     return G, load_wdiffusion(bundled_model(BUNDLED_PRIOR)), load_clip(device="cpu")
 
 
 def _params(task: str, G, samples: int, steps: int, prior: str):
-    from core.prior.params import ProjectParams
+    from core.jobs.params import ProjectionParams
 
     r = G.resolution
     target = np.full((r, r, 3), 128, np.uint8)
     mask = np.ones((r, r), np.float32)
     mask[r // 4 : 3 * r // 4, r // 4 : 3 * r // 4] = 0
     kw = {"prompt": "a black cat with green eyes"} if task == "clip" else {"target": target, "mask": mask}
-    return ProjectParams(task=task, prior=prior, steps=steps, num_samples=samples, preview_every=steps, **kw)
+    return ProjectionParams(
+        task=task, prior=prior, steps=steps, num_samples=samples, preview_every=steps, **kw
+    )
 
 
 def _job_seconds_per_step(p, G, **kw) -> float:
-    from core.jobs.invert import run_to_completion
-    from core.jobs.project import project
+    from core.jobs.projection import project
+    from core.jobs.runner import run_to_completion
 
     t = time.perf_counter()
     run_to_completion(project(p, G, **kw))
@@ -94,8 +96,8 @@ def _alternate(task_step, w, model, *, repeats: int, warmup: int):
 
 
 def run(*, quick: bool = False) -> Table:
-    from core.jobs.project import _ws, initial_w
-    from core.prior.tasks import make_task
+    from core.jobs.projection import _ws, initial_w
+    from core.jobs.tasks import make_task
 
     G, model, clip = _models(quick)
     perc = None

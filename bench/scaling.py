@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from bench.common import Table, timed
-from core.jobs.invert import invert, run_to_completion
+from core.jobs.invert import invert
 from core.jobs.params import InvertParams
+from core.jobs.runner import run_to_completion
 
 
 def run(*, resolutions=(32, 64, 128), batches=(1, 4, 16), steps: int = 5, cfg=None) -> Table:

@@ -2,7 +2,7 @@
 
 The direct loop is what a diffusers user writes for img2img with classifier-free guidance: a DDIM
 scheduler, noise the guide to the first timestep, one batched (uncond, cond) UNet pass per step, the
-scheduler's step, decode. Ours is :func:`core.sd.sdedit.sdedit` as the app runs it (a preview of the
+scheduler's step, decode. Ours is :func:`core.sd.pipeline.sdedit` as the app runs it (a preview of the
 predicted x0 at most every 50 ms, the worker's repaint interval), then with a preview every step, then
 with previews off. Same model, guide, prompt, seed and schedule. Goal: wrapper overhead <= 5 %.
 """
@@ -35,7 +35,7 @@ def direct_loop(model, guide: np.ndarray, *, steps: int, strength: float, scale:
     """Seconds per executed step of the plain diffusers loop."""
     from diffusers import DDIMScheduler
 
-    from core.sd.sdedit import decode, encode, image_tensor
+    from core.sd.pipeline import decode, encode, image_tensor
 
     t0 = time.perf_counter()
     sched = DDIMScheduler.from_config(dict(model.scheduler_config))
@@ -56,9 +56,9 @@ def direct_loop(model, guide: np.ndarray, *, steps: int, strength: float, scale:
 
 def job_loop(model, guide: np.ndarray, *, steps: int, strength: float, scale: float, seed: int,
              preview: str, interval: float = 0.0) -> float:  # fmt: skip
-    from core.jobs.invert import run_to_completion
-    from core.sd.params import SDEditParams
-    from core.sd.sdedit import sdedit
+    from core.jobs.params import SDEditParams
+    from core.jobs.runner import run_to_completion
+    from core.jobs.sdedit import sdedit
 
     p = SDEditParams(guide=guide, prompt=PROMPT, strength=strength, guidance_scale=scale,
                      sampler="ddim", steps=steps, seed=seed, preview=preview,

@@ -1,4 +1,5 @@
-"""The one image loader everything uses: an allowlist of formats, safe against bombs and bad files."""
+"""The one image loader everything uses (an allowlist of formats, safe against bombs and bad files),
+the PNG writer, and scribbles split into colour and mask. Pillow and numpy only, no torch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from core.errors import ImageLoadError
+from core.errors import ImageLoadError, JobError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 MAX_PIXELS = 64_000_000  # beyond this Pillow's bomb guard becomes our error
@@ -118,3 +119,11 @@ def save_png(image: np.ndarray, path: str | os.PathLike, *, metadata: dict | Non
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def split_scribble(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An [H, W, 4] uint8 scribble -> (colours [H, W, 3] uint8, mask [H, W] float32 in [0, 1]): the
+    alpha marks the painted pixels, the only ones a scribble job constrains."""
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise JobError("a scribble must be an [H, W, 4] RGBA array; alpha marks the painted pixels")
+    return np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import ModelLoadError
+from core.errors import LatentCanvasError, ModelLoadError
 
 if TYPE_CHECKING:
     import lpips
@@ -264,7 +264,7 @@ class ClipFeatureLoss(PerceptualLoss):
         super().__init__()
         self.clip = clip.eval().requires_grad_(False)
         # The same tower with its BatchNorms folded into the convs: the loss runs it forward and
-        # backward every inversion step, and folding takes it from 11.6 to 9.6 ms a step (64 px, CPU).
+        # backward every inversion step (the saving: docs/performance.md).
         self.tower = fold_batchnorm(clip.model.visual)  # a submodule: .to(device) moves it too
 
     def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -469,3 +469,22 @@ __all__ = [
     "vgg16_conv5_features",
     "vgg19_conv3_1_features",
 ]
+
+
+def resolve_perceptual(kind: str, weight: float, device: str | torch.device = "cpu"):
+    """``(loss or None, kind used)`` for a job's perceptual setting. "auto" takes real LPIPS (VGG)
+    when its ImageNet weights are on disk, else the bundled network, else none (L1 only, with a
+    warning); any other kind must load. Weight <= 0 or "none": no loss."""
+    if weight <= 0 or kind == "none":
+        return None, "none"
+    kinds = ["lpips-vgg", "bundled"] if kind == "auto" else [kind]
+    errors = []
+    for k in kinds:
+        try:
+            return make_perceptual_loss(k, device=device), k
+        except LatentCanvasError as e:
+            errors.append(str(e))
+    if kind != "auto":
+        raise LatentCanvasError(errors[-1])
+    log.warning("no perceptual network available (%s); using L1 only", "; ".join(errors))
+    return None, "none"

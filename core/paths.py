@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 DEFAULT_GENERATOR = "stylegan2-cats64.safetensors"
+BUNDLED_PRIOR = "wdiffusion-cats64.safetensors"  # the W-space diffusion prior of DEFAULT_GENERATOR
 
 
 def resources_dir() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import threading
 
 
 class LatentSpace(enum.StrEnum):
@@ -10,6 +11,8 @@ class LatentSpace(enum.StrEnum):
     W = "w"  # one intermediate latent shared by every layer, [N, w_dim]
     W_PLUS = "w+"  # one intermediate latent per synthesis layer, [N, num_ws, w_dim]
 
+
+DENOISE_SOLVERS = ("auto", "sequential", "picard")  # the W prior's ways to run its K updates
 
 GENERATOR_FORMAT = "latent-canvas-generator/1"  # the "format" metadata key of our generator safetensors
 
@@ -20,3 +23,17 @@ def safetensors_metadata(path) -> dict:
 
     with safe_open(str(path), framework="np") as f:
         return dict(f.metadata() or {})
+
+
+class CancelToken:
+    """Set from any thread; jobs check it between steps and stop within one step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()

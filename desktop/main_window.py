@@ -581,8 +581,8 @@ class MainWindow(QMainWindow):
         return bool(self.history_entries) or self.canvas.undo_stack.count() > 0
 
     def to_project(self):
-        from core.project import HistoryEntry as SavedEntry
-        from core.project import Project
+        from core.document import Document
+        from core.document import HistoryEntry as SavedEntry
 
         history = []
         for e in self.history_entries:
@@ -596,7 +596,7 @@ class MainWindow(QMainWindow):
                 )
             )  # fmt: skip
         meta = {"brush_size": self.canvas.brush_size, "tab": self.tabs.currentIndex()}
-        return Project(
+        return Document(
             base=self.canvas.base_rgb(),
             scribble=self.canvas.scribble_rgba(),
             mask=self.canvas.mask(),
@@ -606,7 +606,7 @@ class MainWindow(QMainWindow):
         )
 
     def save_project(self, *, ask: bool = False, path: str | None = None) -> Path | None:
-        from core.project import save_project
+        from core.document import save_document
 
         if path is None and (ask or self.project_path is None):
             path, _ = QFileDialog.getSaveFileName(self, "Save project", self._last_dir(), PROJECT_FILTER)
@@ -616,7 +616,7 @@ class MainWindow(QMainWindow):
         if target.suffix != ".lcproj":
             target = target.with_suffix(".lcproj")
         try:
-            saved = save_project(self.to_project(), target)
+            saved = save_document(self.to_project(), target)
         except (OSError, ValueError) as e:
             QMessageBox.warning(self, "Cannot save project", f"{target.name}: {e}")
             return None
@@ -626,15 +626,15 @@ class MainWindow(QMainWindow):
         return saved
 
     def open_project(self, path: str | None = None) -> bool:
-        from core.project import ProjectLoadError, load_project
+        from core.document import DocumentLoadError, load_document
 
         if not path:
             path, _ = QFileDialog.getOpenFileName(self, "Open project", self._last_dir(), PROJECT_FILTER)
         if not path:
             return False
         try:
-            project = load_project(path)
-        except ProjectLoadError as e:
+            project = load_document(path)
+        except DocumentLoadError as e:
             QMessageBox.warning(self, "Cannot open project", str(e))
             return False
         self.project_path = Path(path)
@@ -676,7 +676,7 @@ class MainWindow(QMainWindow):
         self._dirty = self._unsaved = False
 
     def _start_autosave(self) -> None:
-        from core.project import AutosaveSession, find_recoverable
+        from core.document import AutosaveSession, find_recoverable
 
         self.autosave_session = AutosaveSession.new()
         self._autosave_timer = QTimer(self)
@@ -691,7 +691,7 @@ class MainWindow(QMainWindow):
     def _offer_recovery(self, rec) -> None:
         from datetime import datetime
 
-        from core.project import ProjectLoadError, load_project
+        from core.document import DocumentLoadError, load_document
 
         when = datetime.fromtimestamp(rec.saved_at).strftime("%Y-%m-%d %H:%M")
         answer = QMessageBox.question(
@@ -701,8 +701,8 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             try:
-                self._load_project(load_project(rec.path))
-            except ProjectLoadError as e:
+                self._load_project(load_document(rec.path))
+            except DocumentLoadError as e:
                 QMessageBox.warning(self, "Cannot recover", str(e))
                 return
             self._dirty = True  # recovered work lives only in memory until the next autosave

@@ -114,12 +114,12 @@ class InvertPanel(QWidget):
         return None
 
     def params(self, canvas: Canvas, warm_latent: np.ndarray | None = None):
+        from core.imageio import split_scribble
         from core.jobs.params import InvertParams
 
         mode = self.mode.currentIndex()
         if mode == 0:
-            rgba = canvas.scribble_rgba()
-            target, mask = np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
+            target, mask = split_scribble(canvas.scribble_rgba())
         elif mode == 1:
             target, mask = canvas.base_rgb(), None
         else:
@@ -182,7 +182,7 @@ class PriorPanel(QWidget):
         super().__init__(parent)
         from PySide6.QtWidgets import QLineEdit
 
-        from core.prior.params import ProjectParams
+        from core.jobs.params import ProjectionParams
 
         self.task = QComboBox()
         for label, value in PRIOR_TASKS:
@@ -194,7 +194,7 @@ class PriorPanel(QWidget):
         self.space.addItems(["w", "w+"])
         self.steps = QSpinBox(minimum=1, maximum=2000, value=int(settings.value("project/steps", 50)))
         # The job's own defaults: the ones docs/prior.md measured.
-        d = ProjectParams.__dataclass_fields__
+        d = ProjectionParams.__dataclass_fields__
         self.k = QSpinBox(
             minimum=1, maximum=100, value=d["denoise_steps"].default, toolTip="denoising steps per task step"
         )
@@ -236,17 +236,17 @@ class PriorPanel(QWidget):
         return None
 
     def params(self, canvas: Canvas):
-        from core.prior.params import ProjectParams
+        from core.imageio import split_scribble
+        from core.jobs.params import ProjectionParams
 
         task = self.task.currentData()
         target = mask = None
         if task == "scribble":
-            rgba = canvas.scribble_rgba()
-            target, mask = np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
+            target, mask = split_scribble(canvas.scribble_rgba())
         elif task in ("inpaint", "similarity"):
             target = canvas.base_rgb()
             mask = 1.0 - canvas.mask() if task == "inpaint" else None
-        return ProjectParams(
+        return ProjectionParams(
             task=task, prompt=self.prompt.text(), target=target, mask=mask, prior=self.prior.currentText(),
             space=self.space.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             denoise_steps=self.k.value(), guidance_scale=self.guidance.value(),
@@ -323,7 +323,7 @@ class SDPanel(QWidget):
         return None
 
     def params(self, canvas: Canvas):
-        from core.sd.params import SDEditParams
+        from core.jobs.params import SDEditParams
 
         mask = canvas.mask() if self.local.isChecked() else None
         params = SDEditParams(

@@ -59,19 +59,8 @@ def _inpaint_setup(canvas) -> None:
     canvas.tool = Tool.BRUSH
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
-    ap.add_argument("--out", type=Path, default=Path("docs/images"))
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--timeout", type=float, default=900)
-    a = ap.parse_args(argv)
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    # Autosaves go to a folder of this run's own: a person's recoverable session must not stall the
-    # script with a recovery question, and the script must not leave one behind for them.
-    import tempfile
-
-    os.environ["LATENT_CANVAS_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="lc-screenshots-")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def _open_window(out: Path):
+    """The app on the bundled generator, with no confirmation boxes, once the model has loaded."""
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -79,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     from desktop.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    settings = QSettings(str(a.out / ".screenshots.ini"), QSettings.Format.IniFormat)
+    settings = QSettings(str(out / ".screenshots.ini"), QSettings.Format.IniFormat)
     settings.setValue("confirm_close", False)
     w = MainWindow(bundled_model(DEFAULT_GENERATOR), settings=settings)
     w.resize(1360, 820)
     w.show()
     _wait(app, lambda: w.model_info is not None, 120)
-    a.out.mkdir(parents=True, exist_ok=True)
+    return app, w
 
+
+def _runner(app, w, out: Path, timeout: float):
+    """``run(panel, name)``: run the panel's job, wait for its result, save ``panel-<name>.png``."""
     from PySide6.QtWidgets import QMessageBox
 
     errors: list[str] = []
@@ -100,14 +92,47 @@ def main(argv: list[str] | None = None) -> int:
         w.tabs.setCurrentWidget(panel)
         if not w.run_job():
             raise RuntimeError(f"{name}: the job did not start: {errors}")
-        _wait(app, lambda: len(w.history_entries) > n or bool(errors), a.timeout)
+        _wait(app, lambda: len(w.history_entries) > n or bool(errors), timeout)
         if errors:
             raise RuntimeError(f"{name}: {errors[-1]}")
         app.processEvents()
-        path = a.out / f"panel-{name}.png"
+        path = out / f"panel-{name}.png"
         w.grab().save(str(path))
         log.info("%s -> %s", name, path)
 
+    return run
+
+
+def _interpolate_shot(app, w, out: Path) -> None:
+    w.history.clearSelection()
+    w.history.item(0).setSelected(True)
+    w.history.item(1).setSelected(True)
+    w.tabs.setCurrentWidget(w.interp_panel)
+    w.interp_panel.slider.setValue(500)
+    _wait(app, lambda: w._current_kind == "interpolate_frame", 5)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:
+        app.processEvents()
+        time.sleep(0.01)
+    w.grab().save(str(out / "panel-interpolate.png"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
+    ap.add_argument("--out", type=Path, default=Path("docs/images"))
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=900)
+    a = ap.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    # Autosaves go to a folder of this run's own: a person's recoverable session must not stall the
+    # script with a recovery question, and the script must not leave one behind for them.
+    import tempfile
+
+    os.environ["LATENT_CANVAS_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="lc-screenshots-")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    a.out.mkdir(parents=True, exist_ok=True)
+    app, w = _open_window(a.out)
+    run = _runner(app, w, a.out, a.timeout)
     _paint_scribble(w.canvas)
     w.invert_panel.steps.setValue(a.steps)
     run(w.invert_panel, "invert")
@@ -126,17 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     w.invert_panel.mode.setCurrentIndex(2)  # inpaint: the base image outside the painted hole
     w.invert_panel.samples.setValue(4)
     run(w.invert_panel, "inpaint")
-    w.history.clearSelection()
-    w.history.item(0).setSelected(True)
-    w.history.item(1).setSelected(True)
-    w.tabs.setCurrentWidget(w.interp_panel)
-    w.interp_panel.slider.setValue(500)
-    _wait(app, lambda: w._current_kind == "interpolate_frame", 5)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 3:
-        app.processEvents()
-        time.sleep(0.01)
-    w.grab().save(str(a.out / "panel-interpolate.png"))
+    _interpolate_shot(app, w, a.out)
     w.worker.stop()
     return 0
 

@@ -87,7 +87,7 @@ class Worker(QThread):
             finally:
                 self._cancel = None
             # A job that ends normally frees its tensors by reference counting. A full gc.collect() after
-            # every request held the GIL for ~0.7 s with torch loaded: each slider frame and GUI tick waited.
+            # every request held the GIL long enough for slider frames and GUI ticks to wait on it.
 
     def _next_request(self) -> JobRequest | None:
         req = self._queue.get()
@@ -120,7 +120,7 @@ class Worker(QThread):
     def _load_model(self, req: JobRequest) -> None:
         import torch
 
-        from core.jobs.events import to_uint8
+        from core.imaging import to_uint8
         from core.models.io import load_generator
 
         path = Path(req.params)
@@ -143,14 +143,14 @@ class Worker(QThread):
         if weight <= 0:
             return None
         if self._perceptual is None:
-            from core.cli import _perceptual
+            from core.losses import resolve_perceptual
 
-            self._perceptual, _ = _perceptual("auto", weight, "cpu")
+            self._perceptual, _ = resolve_perceptual("auto", weight, "cpu")
         return self._perceptual
 
     def _run_invert(self, req: JobRequest) -> None:
-        from core.jobs.events import CancelToken
         from core.jobs.invert import invert
+        from core.types import CancelToken
 
         self._require_generator()
         params = req.params
@@ -188,8 +188,8 @@ class Worker(QThread):
         return self._resources[key]
 
     def _run_project(self, req: JobRequest) -> None:
-        from core.jobs.events import CancelToken
-        from core.jobs.project import project
+        from core.jobs.projection import project
+        from core.types import CancelToken
 
         self._require_generator()
         p = req.params
@@ -201,13 +201,12 @@ class Worker(QThread):
         elif p.perceptual_weight > 0:
             perc = self._perceptual_for(p.perceptual_weight)
         if p.prior in ("diffusion", "task-guided"):
-            from core.paths import bundled_model
-            from core.prior.cli import BUNDLED_PRIOR
+            from core.paths import BUNDLED_PRIOR, bundled_model
             from core.prior.model import load_wdiffusion
 
             model = self._resource("prior", lambda: load_wdiffusion(bundled_model(BUNDLED_PRIOR)))
         elif p.prior in ("mean", "cluster"):
-            from core.prior.priors import load_wstats, wstats_path_for
+            from core.prior.wstats import load_wstats, wstats_path_for
 
             stats = wstats_path_for(self._model_path)
             if stats.is_file():
@@ -226,9 +225,9 @@ class Worker(QThread):
         self._drive(req, job)
 
     def _run_sdedit(self, req: JobRequest) -> None:
-        from core.jobs.events import CancelToken
+        from core.jobs.sdedit import sdedit
         from core.sd.model import load_sd_model
-        from core.sd.sdedit import sdedit
+        from core.types import CancelToken
 
         source, device, params = req.params  # (folder/file/hub id or None = bundled, device, SDEditParams)
         model = self._resource(("sd", source, device), lambda: load_sd_model(source, device=device))

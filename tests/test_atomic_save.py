@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.document import Document, DocumentLoadError, load_document
 from core.imageio import load_image
-from core.project import ProjectLoadError, load_project
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
@@ -36,7 +36,7 @@ CHILD = """
 import sys
 import numpy as np
 from PIL import Image
-from core.project import HistoryEntry, Project, save_project
+from core.document import Document, HistoryEntry, save_document
 from core.imageio import save_png
 
 kind, target, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -47,11 +47,11 @@ while True:
     gen += 1
     image = noise ^ np.uint8(gen % 256)
     if kind == "project":
-        p = Project(image, np.dstack([image, image[..., :1]]), np.full((side, side), (gen % 2) * 1.0),
+        p = Document(image, np.dstack([image, image[..., :1]]), np.full((side, side), (gen % 2) * 1.0),
                     meta={"generation": gen})
         p.history.append(HistoryEntry("invert", {"generation": gen}, seed=gen,
                                       latent=np.full((1, 8, 64), gen, np.float32)))
-        save_project(p, target)
+        save_document(p, target)
     elif kind == "png":
         save_png(image, target, metadata={"generation": gen})
     else:  # the control: what a naive writer does
@@ -67,7 +67,7 @@ def expected_image(gen: int) -> np.ndarray:
 
 
 def check_project(path: Path) -> None:
-    p = load_project(path)
+    p = load_document(path)
     gen = p.meta["generation"]
     assert p.history[0].params == {"generation": gen} and p.history[0].seed == gen
     assert (p.history[0].latent == gen).all() and (p.mask == gen % 2).all()
@@ -148,9 +148,9 @@ def check_png_naive(path: Path) -> None:
 
 def test_project_loader_refuses_a_torn_file(tmp_path):
     # What the naive writer would leave: the first half of a project. It must be an error, not a crash.
-    from core.project import Project, save_project
+    from core.document import save_document
 
-    data = save_project(Project.blank(64), tmp_path / "full.lcproj").read_bytes()
+    data = save_document(Document.blank(64), tmp_path / "full.lcproj").read_bytes()
     (tmp_path / "torn.lcproj").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ProjectLoadError):
-        load_project(tmp_path / "torn.lcproj")
+    with pytest.raises(DocumentLoadError):
+        load_document(tmp_path / "torn.lcproj")

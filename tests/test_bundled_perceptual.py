@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from core import metrics
-from core.cli import _perceptual
 from core.clip import build_clip, load_clip
-from core.losses import ClipFeatureLoss, make_perceptual_loss
+from core.evals import metrics
+from core.losses import ClipFeatureLoss, make_perceptual_loss, resolve_perceptual
 from tests.test_clip import TINY
 
 
@@ -115,10 +114,10 @@ def test_distortions_ranked_as_a_person_would(bundled):
 
 def test_cli_auto_falls_back_to_bundled(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
-    loss, kind = _perceptual("auto", 0.01, "cpu")
+    loss, kind = resolve_perceptual("auto", 0.01, "cpu")
     assert kind == "bundled" and isinstance(loss, ClipFeatureLoss)
-    assert _perceptual("bundled", 0.01, "cpu")[1] == "bundled"
-    assert _perceptual("auto", 0.0, "cpu") == (None, "none")
+    assert resolve_perceptual("bundled", 0.01, "cpu")[1] == "bundled"
+    assert resolve_perceptual("auto", 0.0, "cpu") == (None, "none")
 
 
 def test_bundled_loss_accepts_another_tiny_clip_file(tmp_path):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from core.cli import main
+from core.gan.latents import load_latent
 from core.imageio import load_image, save_png
-from core.jobs.events import to_uint8
-from core.latents import load_latent
+from core.imaging import to_uint8
 from core.models.io import save_generator
 from tests.conftest import tiny_stylegan
 

@@ -219,7 +219,7 @@ def test_bundled_clip_loads_offline():
 
 
 def test_bundled_clip_zero_shot_far_above_chance():
-    from core.metrics import zero_shot
+    from core.evals.metrics import zero_shot
 
     report = zero_shot(load_clip(), n=60, attributes=("fur", "eyes", "background"), max_prompts=48)
     # Chance is 1/7 for fur and background, 1/4 for eyes; a broken model sits near those.

@@ -7,7 +7,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 
-from core.models.io import save_generator  # noqa: E402
+from core.models.io import save_generator
 from desktop.canvas import Layer, Tool  # noqa: E402
 from desktop.main_window import MainWindow  # noqa: E402
 from desktop.widgets import StallMeter  # noqa: E402
@@ -374,16 +374,16 @@ def test_prior_panel_runs_a_scribble_projection(window, qtbot):
 
 
 def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path, monkeypatch):
-    import core.sd.sdedit
+    import core.jobs.sdedit
     from core.sd.tiny import write_tiny_pipeline
 
-    seen, real = [], core.sd.sdedit.sdedit
+    seen, real = [], core.jobs.sdedit.sdedit
 
     def spy(params, model, **kw):
         seen.append(params)
         return real(params, model, **kw)
 
-    monkeypatch.setattr(core.sd.sdedit, "sdedit", spy)
+    monkeypatch.setattr(core.jobs.sdedit, "sdedit", spy)
     folder = write_tiny_pipeline(tmp_path / "tiny-sd")
     window.canvas.stroke([(2, 2), (14, 14)])
     p = window.sd_panel
@@ -438,13 +438,13 @@ def test_missing_model_locate_button_loads_the_chosen_file(
 
 
 def test_a_finished_job_is_autosaved(window, qtbot):
-    from core.project import load_project
+    from core.document import load_document
 
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(3)
     window.run_job()
     _wait_result(window, qtbot)
-    saved = load_project(window.autosave_session.path)  # written on completion, not by the timer
+    saved = load_document(window.autosave_session.path)  # written on completion, not by the timer
     assert len(saved.history) == 1 and saved.history[0].latent is not None
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.jobs.events import CancelToken
 from core.jobs.invert import invert
 from core.jobs.params import InvertParams
+from core.types import CancelToken
 from tests.conftest import tiny_stylegan
 
 pytest.importorskip("PySide6")

@@ -4,7 +4,7 @@ Hypothesis mutates valid files of every accepted kind (byte flips, overwrites, i
 truncation, "interesting" 32-bit values, duplicated regions; for PNGs also with the chunk CRCs fixed up
 so that the mutation reaches the decoder; for projects also structure-aware edits of project.json, of
 single members, their names and compression). The property: the loader either returns a well-formed
-result or raises the documented error (ImageLoadError / ProjectLoadError), never anything else.
+result or raises the documented error (ImageLoadError / DocumentLoadError), never anything else.
 
 CI-short form: 4,900 inputs, derandomised (the same inputs every run). Long form, random:
 
@@ -30,9 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.document import Document, DocumentLoadError, HistoryEntry, load_document, save_document
 from core.errors import ImageLoadError
 from core.imageio import load_image
-from core.project import HistoryEntry, Project, ProjectLoadError, load_project, save_project
 from tests.image_samples import valid_samples
 
 LONG = int(os.environ.get("LC_FUZZ_EXAMPLES", "0"))
@@ -177,9 +177,9 @@ def test_image_loader_on_garbage(workdir):
 # --- the project loader -----------------------------------------------------------------------------
 
 
-def sample_project() -> Project:
+def sample_project() -> Document:
     rng = np.random.default_rng(1)
-    p = Project.blank(8, model="tiny.safetensors")
+    p = Document.blank(8, model="tiny.safetensors")
     p.scribble[2:5, 2:5] = (200, 40, 40, 255)
     p.mask[4:, :] = 1.0
     p.history.append(
@@ -198,16 +198,16 @@ def sample_project() -> Project:
 
 @pytest.fixture(scope="module")
 def project_bytes(workdir) -> bytes:
-    return save_project(sample_project(), workdir / "seed.lcproj").read_bytes()
+    return save_document(sample_project(), workdir / "seed.lcproj").read_bytes()
 
 
 def check_project(name: str, data: bytes, workdir: Path) -> None:
     path = workdir / "input.lcproj"
     path.write_bytes(data)
     try:
-        p = load_project(path)
-    except ProjectLoadError:
-        OUTCOMES[name]["refused (ProjectLoadError)"] += 1
+        p = load_document(path)
+    except DocumentLoadError:
+        OUTCOMES[name]["refused (DocumentLoadError)"] += 1
         return
     h, w = p.base.shape[:2]
     assert p.base.shape == (h, w, 3) and p.scribble.shape == (h, w, 4) and p.mask.shape == (h, w)

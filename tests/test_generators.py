@@ -122,7 +122,7 @@ def test_upfirdn2d_equals_the_textbook_order(up, padding):
 
 
 def test_frozen_weight_terms_never_go_stale():
-    """The generator keeps weight-only terms while frozen (core.frozen.frozen): an in-place
+    """The generator keeps weight-only terms while frozen (core.gan.frozen.frozen): an in-place
     weight change, an inference-mode call, and training (weights needing grads) must all still see
     the current weights and gradients."""
     G, other = tiny_stylegan(seed=0), tiny_stylegan(seed=1)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from core.gan.base import LatentSpace
-from core.jobs.events import to_uint8
+from core.imaging import to_uint8
 from core.jobs.interpolate import Interpolator, lerp, path_latents, slerp
 
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from core import inversion_quality as iq
+from core.evals import inversion_quality as iq
+from core.imageio import split_scribble
 from core.paths import DEFAULT_GENERATOR, bundled_model
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_scribbles_in_tests_data_are_the_deterministic_set(tmp_path):
 
 def test_sweep_row_measures_paint_realism_diversity_and_inpainting(G, perceptual):
     from core.clip import load_clip
-    from core.metrics import clip_features, procedural_batches
+    from core.evals.metrics import clip_features, procedural_batches
 
     clip = load_clip()
     real = clip_features(clip, procedural_batches(60, split="eval", start=1000))
@@ -85,8 +86,7 @@ def test_sweep_row_measures_paint_realism_diversity_and_inpainting(G, perceptual
 
 
 def test_gradient_shares_show_what_each_weight_buys(G, perceptual):
-    s = iq.load_scribbles()["dense-1"]
-    target, mask = np.ascontiguousarray(s[..., :3]), s[..., 3] / 255.0
+    target, mask = split_scribble(iq.load_scribbles()["dense-1"])
     low = iq.gradient_shares(G, target, mask, perceptual, space="w+")
     high = iq.gradient_shares(G, target, mask, perceptual, space="w+", perceptual_weight=1.0)
     assert abs(low["l1_share"] + low["perceptual_share"] - 1) < 1e-3

@@ -4,8 +4,11 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import LatentSpace
-from core.jobs.events import CancelToken, to_uint8
-from core.jobs.invert import InvertParams, inpaint_params, invert, run_to_completion, scribble_params
+from core.imaging import to_uint8
+from core.jobs.invert import inpaint_params, invert, scribble_params
+from core.jobs.params import InvertParams
+from core.jobs.runner import run_to_completion
+from core.types import CancelToken
 
 
 def target_from(G, seed=123) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""KID / FID, the feature and sample helpers, and the distortion-ranking tools of core.metrics."""
+"""KID / FID, the feature and sample helpers, and the distortion-ranking tools of core.evals.metrics."""
 
 import json
 import math
@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from core import metrics
 from core.clip import build_clip
+from core.evals import cli as evals_cli
+from core.evals import metrics
 from tests.conftest import tiny_stylegan
 from tests.test_clip import TINY
 
@@ -133,19 +134,19 @@ def test_bundled_generators_are_as_realistic_as_their_cards_say():
 def test_models_doc_is_rendered_from_the_current_cards():
     from pathlib import Path
 
-    from core.model_report import report
+    from core.evals.model_report import report
 
     text = report()
     assert "| StyleGAN2 | w+ | mean |" in text and "| DCGAN | z | random |" in text
     doc = Path(__file__).resolve().parent.parent / "docs" / "models.md"
-    assert doc.read_text() == text, "docs/models.md is stale: run python -m core.model_report"
+    assert doc.read_text() == text, "docs/models.md is stale: run python -m core.evals.model_report"
 
 
 def test_sample_sheet_puts_samples_beside_held_out_cats(tmp_path):
     from PIL import Image
 
     out = tmp_path / "sheet.png"
-    assert metrics.main(["sheet", "--n", "8", "--zoom", "1", "--out", str(out)]) == 0
+    assert evals_cli.main(["sheet", "--n", "8", "--zoom", "1", "--out", str(out)]) == 0
     sheet = Image.open(out)
     # two 8-column contact sheets of one 64 px row (2 px gutters) and a 12 px gap between them
     assert sheet.size == (2 * (8 * 66 + 2) + 12, 68)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from core.errors import ModelLoadError
-from core.jobs.events import CancelToken
 from core.models import manager
 from core.models.manager import DownloadError, download, load_state_dict_file
+from core.types import CancelToken
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

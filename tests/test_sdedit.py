@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import JobError, ModelLoadError
-from core.jobs.events import CancelToken
-from core.jobs.invert import run_to_completion
+from core.jobs.params import SDEditParams
+from core.jobs.runner import run_to_completion
+from core.jobs.sdedit import sdedit
 from core.sd.model import load_sd_model
-from core.sd.params import SDEditParams
-from core.sd.sdedit import (
+from core.sd.pipeline import (
     apply_latent_rgb,
     decode,
     encode,
@@ -24,8 +24,8 @@ from core.sd.sdedit import (
     guided_noise,
     image_tensor,
     make_scheduler,
-    sdedit,
 )
+from core.types import CancelToken
 
 CPU = torch.device("cpu")
 
@@ -132,7 +132,7 @@ def test_ddim_runs_S_times_strength_from_level_N(model, steps):
 
 
 def test_full_schedule_stays_inside_the_noise_table(model):
-    from core.sd.sdedit import sdedit_timesteps
+    from core.sd.pipeline import sdedit_timesteps
 
     ts = sdedit_timesteps(make_scheduler(model, "ddpm"), 1000, 1.0)  # SD 1.x "leading" + offset 1
     assert int(ts[0]) == 999 and int(ts[-1]) == 1 and len(ts) == 999
@@ -509,9 +509,9 @@ def test_tinysd_trains_resumes_exports_and_loads(tmp_path):
 @pytest.mark.slow
 def test_bundled_model_trades_the_guide_for_the_prompt_as_N_grows():
     """The seed's trend as numbers: a larger N is less like the guide and more like the prompt."""
+    from core.evals.sd import Scorer, make_cases, run_config
     from core.models.manager import BUNDLED_SD
     from core.paths import bundled_model
-    from core.sd.evaluate import Scorer, make_cases, run_config
 
     assert (bundled_model(BUNDLED_SD) / "model_index.json").is_file(), (
         "the bundled diffusion model is missing"

@@ -8,8 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from core.models.io import load_generator
+from core.models.safe_load import sha256_file
+from core.prior.wstats import kmeans, kmeans_plus_plus
 from core.training import common, dcgan, stylegan2
-from core.training.common import ImageBank, kmeans, kmeans_plus_plus, sha256_file
+from core.training.common import ImageBank
 
 RES = 16
 TINY_SG2 = dict(

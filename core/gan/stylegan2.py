@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.frozen import frozen
 from core.gan.base import Generator
+from core.gan.frozen import frozen
 
 LRELU_GAIN = math.sqrt(2)
 
@@ -71,8 +71,8 @@ def upfirdn2d(
     if up > 1:
         crop, extra = f.shape[-1] - 1 - x0, x1 - x0 + up - 1
         if (x0, x1) == (y0, y1) and crop >= 0 and 0 <= extra < up:
-            # Zero insertion, pad and FIR in one transposed depthwise conv (the unflipped filter):
-            # fwd + bwd at 32 -> 64 px, 3 channels: 1.7x at batch 1, 4.6x at batch 8 (2 CPU threads).
+            # Zero insertion, pad and FIR in one transposed depthwise conv (the unflipped filter); the
+            # speed-up is measured in docs/performance.md ("Measured choices in the code").
             return F.conv_transpose2d(
                 x, kernel(False), stride=up, padding=crop, output_padding=extra, groups=c
             )
@@ -177,8 +177,7 @@ def _up_fir(x, resample_filter, up, padding, kw, owner=None):
 def _modulated_conv2d_unfused(x, weight, styles, demodulate, up, padding, resample_filter, owner=None):
     if weight.shape[-2:] == (1, 1) and up == 1:
         # A 1x1 kernel (toRGB) is a per-sample [O, I] matrix: modulating that small matrix and one
-        # batched matmul beat scaling the whole activation then a 1x1 conv (forward + backward at
-        # 64 px, 32 -> 3 channels, 2 CPU threads: 1.6x at batch 1, 2-3x at batch 8).
+        # batched matmul beat scaling the whole activation then a 1x1 conv (docs/performance.md).
         n, _, h, w_ = x.shape
         wgt = weight.flatten(1).unsqueeze(0) * styles.unsqueeze(1)  # [N, O, I]
         x = torch.bmm(wgt, x.reshape(n, x.shape[1], h * w_)).reshape(n, -1, h, w_)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from core.gan.base import Generator, LatentSpace
-from core.jobs.events import to_uint8
+from core.imaging import to_uint8
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:

@@ -8,20 +8,21 @@ scribble's alpha as the mask; inpainting passes the inverse of the hole.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from collections.abc import Generator as Gen
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.imaging import paste_back
-from core.jobs.events import CancelToken, Progress, to_uint8
+from core.gan.latents import check_latent_shape, latent_to_ws, start_w
+from core.imageio import split_scribble
+from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
+from core.jobs.events import Progress
 from core.jobs.params import InvertParams
 from core.losses import latent_l2, masked_l1
+from core.types import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -36,50 +37,7 @@ class InvertResult:
     cancelled: bool = False
 
 
-# --- image and mask preparation ---------------------------------------------------------------
-
-
-def image_to_tensor(image: np.ndarray, resolution: int, device) -> torch.Tensor:
-    """[H, W, 3] (or [N, H, W, 3]) uint8 -> [1 or N, 3, R, R] float in [-1, 1] (area-resampled to the
-    model resolution)."""
-    if image.ndim not in (3, 4) or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise JobError(f"target must be an [H, W, 3] uint8 RGB array, got {image.dtype} {image.shape}")
-    batch = image if image.ndim == 4 else image[None]
-    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return _resize(x, resolution).to(device)
-
-
-def mask_to_tensor(mask: np.ndarray | None, resolution: int, device) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    if mask.ndim not in (2, 3):
-        raise JobError(f"mask must be [H, W], got shape {mask.shape}")
-    batch = mask if mask.ndim == 3 else mask[None]
-    m = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).clamp(0, 1)[:, None]
-    m = _resize(m, resolution)  # [1 or N, 1, R, R]
-    if float(m.flatten(1).amax(1).min()) <= 0:
-        raise JobError("the mask is empty: paint where the image should match")
-    return m.to(device)
-
-
-def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    if x.shape[-2:] == (resolution, resolution):
-        return x
-    return F.interpolate(
-        x, size=(resolution, resolution), mode="area" if x.shape[-1] > resolution else "bilinear"
-    )
-
-
 # --- latent parametrisation -------------------------------------------------------------------
-
-
-def _initial_w(G: Generator, p: InvertParams, gen: torch.Generator, device) -> torch.Tensor:
-    """[N, w_dim] starting w for each sample."""
-    if p.init == "mean":
-        return G.mean_w().to(device).expand(p.num_samples, -1).clone()
-    z = torch.randn(p.num_samples, G.z_dim, generator=gen).to(device)
-    with torch.no_grad():
-        return G.mapping(z)
 
 
 def _mean_z(G: Generator, n: int, device) -> torch.Tensor:
@@ -102,18 +60,17 @@ def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
     """
     if p.init == "latent":
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
-        return _check_latent_shape(G, p.space, lat).clone()
+        return check_latent_shape(G, p.space, lat).clone()
     if p.starts:
         lat = initial_latent(G, replace(p, init="random", num_samples=p.starts, starts=0), device)
         if p.init == "mean":
             lat[:1] = initial_latent(G, replace(p, num_samples=1, starts=0), device)
         return lat
-    gen = torch.Generator().manual_seed(p.seed)
     if p.space is LatentSpace.Z:
         if p.init == "mean":
             return _mean_z(G, p.num_samples, device)
-        return torch.randn(p.num_samples, G.z_dim, generator=gen).to(device)
-    w = _initial_w(G, p, gen, device)
+        return torch.randn(p.num_samples, G.z_dim, generator=torch.Generator().manual_seed(p.seed)).to(device)
+    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
 
 
@@ -141,30 +98,6 @@ def w_spread(ws: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torc
     return ((ws - ws.mean(1, keepdim=True)) / stats[1]).square().mean((1, 2))
 
 
-def _check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:
-    want = {
-        LatentSpace.Z: (G.z_dim,),
-        LatentSpace.W: (G.w_dim,),
-        LatentSpace.W_PLUS: (G.num_ws, G.w_dim),
-    }[space]
-    if lat.ndim == len(want):
-        lat = lat[None]
-    if tuple(lat.shape[1:]) != want:
-        raise JobError(
-            f"a {space.value} latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}"
-        )
-    return lat
-
-
-def latent_to_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
-    """Any latent -> ws [N, num_ws, w_dim]."""
-    if space is LatentSpace.Z:
-        return G.broadcast(G.mapping(latent))
-    if space is LatentSpace.W:
-        return G.broadcast(latent)
-    return latent
-
-
 # --- the optimisation loop --------------------------------------------------------------------
 
 
@@ -187,47 +120,16 @@ def invert(
     Returns (as the generator's return value) an :class:`InvertResult`.
     """
     p = params
-    if p.space not in G.latent_spaces:
-        raise JobError(
-            f"this generator has no {p.space.value} space (it has {[s.value for s in G.latent_spaces]})"
-        )
-    if p.perceptual_weight > 0 and perceptual_loss is None:
-        raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
     G.eval().requires_grad_(False)  # gradients flow to the latent only
-    device = G.device_of()
-    target = image_to_tensor(p.target, G.resolution, device)  # [1 or N, 3, R, R]
-    mask = mask_to_tensor(p.mask, G.resolution, device)  # [1 or N, 1, R, R] or None
-    use_perc = p.perceptual_weight > 0
-    with torch.no_grad():  # target features once per job, not every step
-        target_feats = perceptual_loss.prepare(target) if use_perc else None
-
-    latent0 = initial_latent(G, p, device)
-    latent = latent0.clone().requires_grad_(True)
+    obj = _Objective(p, G, perceptual_loss)
+    latent = obj.latent0.clone().requires_grad_(True)
     opt = _make_optimizer(p, latent)
     history: list[dict[str, float]] = []
     state: dict[str, torch.Tensor] = {}
-    stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
-    weights = {
-        "perceptual": p.perceptual_weight,
-        "l2_delta": p.l2_delta_weight,
-        "spread": p.spread_weight,
-        "w_prior": p.w_prior_weight,
-    }
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        ws = latent_to_ws(G, p.space, latent)
-        images = G.synthesis(ws)  # [N, 3, R, R]
-        terms = {"l1": masked_l1(images, target, mask)}
-        if use_perc:
-            terms["perceptual"] = perceptual_loss(images, target_feats, mask)
-        if p.l2_delta_weight > 0:
-            terms["l2_delta"] = latent_l2(latent - latent0)
-        if p.spread_weight > 0 and p.space is LatentSpace.W_PLUS:
-            terms["spread"] = w_spread(ws, stats)
-        if stats is not None:
-            terms["w_prior"] = w_prior_proxy(ws, stats)  # logged and used to pick starts, if not weighed
-        total = p.l1_weight * terms["l1"] + sum(w * terms[k] for k, w in weights.items() if k in terms and w)
+        images, terms, total = obj(latent)
         # Sum over samples so each latent's gradient does not shrink as the batch grows.
         total.sum().backward()
         if not state:  # log the point the step started from (L-BFGS also evaluates trial points)
@@ -238,17 +140,12 @@ def invert(
 
     for step in range(1, p.steps + 1):
         if cancel is not None and cancel.cancelled:
-            return _result(G, p, latent, history, cancelled=True, target=target, mask=mask)
+            return _result(G, p, latent, history, cancelled=True, target=obj.target, mask=obj.mask)
         state.clear()
         opt.step(closure)
         if p.starts > p.num_samples and step == min(p.start_steps, p.steps):
-            # Keep the best num_samples starts, by task loss plus realism; they continue from here.
-            score = state["total"] + p.realism_weight * state["w_prior"]
-            keep = score.argsort()[: p.num_samples]
-            latent, opt = _select_rows(p, latent, opt, keep)
-            latent0 = latent0[keep]
-            state.update({k: v[keep] for k, v in state.items()})
-        keys = [k for k in ("total", "l1", "perceptual", "l2_delta", "spread", "w_prior") if k in state]
+            latent, opt = _keep_best_starts(p, obj, latent, opt, state)
+        keys = [k for k in ("total", *_TERMS) if k in state]
         # One device-to-host copy per step for all the logged losses (each float() would be a sync).
         losses = dict(zip(keys, torch.stack([state[k].mean() for k in keys]).tolist(), strict=True))
         history.append(losses)
@@ -257,10 +154,68 @@ def invert(
             step,
             p.steps,
             losses,
-            preview=to_uint8(_shown(p, state["images"], target, mask)) if show else None,
+            preview=to_uint8(_shown(p, state["images"], obj.target, obj.mask)) if show else None,
             latent=latent.detach().cpu().numpy().copy() if show else None,
         )
-    return _result(G, p, latent, history, cancelled=False, target=target, mask=mask)
+    return _result(G, p, latent, history, cancelled=False, target=obj.target, mask=obj.mask)
+
+
+_TERMS = ("l1", "perceptual", "l2_delta", "spread", "w_prior")  # the loss terms, in logging order
+
+
+def _keep_best_starts(p: InvertParams, obj, latent: torch.Tensor, opt, state: dict):
+    """Multi-start: keep the best ``num_samples`` starts, by task loss plus realism; they continue
+    from here (``state`` and the objective's starting latents are cut to them too)."""
+    score = state["total"] + p.realism_weight * state["w_prior"]
+    keep = score.argsort()[: p.num_samples]
+    latent, opt = _select_rows(p, latent, opt, keep)
+    obj.latent0 = obj.latent0[keep]
+    state.update({k: v[keep] for k, v in state.items()})
+    return latent, opt
+
+
+class _Objective:
+    """The job's loss: ``l1_weight`` x masked L1 plus each weighted term, per sample [N]."""
+
+    def __init__(self, p: InvertParams, G: Generator, perceptual_loss) -> None:
+        if p.space not in G.latent_spaces:
+            have = [s.value for s in G.latent_spaces]
+            raise JobError(f"this generator has no {p.space.value} space (it has {have})")
+        if p.perceptual_weight > 0 and perceptual_loss is None:
+            raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
+        self.p, self.G, self.perceptual = p, G, perceptual_loss
+        device = G.device_of()
+        self.target = image_to_tensor(p.target, G.resolution, device)  # [1 or N, 3, R, R]
+        self.mask = mask_to_tensor(p.mask, G.resolution, device)  # [1 or N, 1, R, R] or None
+        self.use_perc = p.perceptual_weight > 0
+        with torch.no_grad():  # target features once per job, not every step
+            self.target_feats = perceptual_loss.prepare(self.target) if self.use_perc else None
+        self.latent0 = initial_latent(G, p, device)
+        self.stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
+        self.weights = {
+            "perceptual": p.perceptual_weight,
+            "l2_delta": p.l2_delta_weight,
+            "spread": p.spread_weight,
+            "w_prior": p.w_prior_weight,
+        }
+
+    def __call__(self, latent: torch.Tensor):
+        """``(images [N, 3, R, R], terms {name: [N]}, total [N])`` at ``latent``."""
+        p, G = self.p, self.G
+        ws = latent_to_ws(G, p.space, latent)
+        images = G.synthesis(ws)  # [N, 3, R, R]
+        terms = {"l1": masked_l1(images, self.target, self.mask)}
+        if self.use_perc:
+            terms["perceptual"] = self.perceptual(images, self.target_feats, self.mask)
+        if p.l2_delta_weight > 0:
+            terms["l2_delta"] = latent_l2(latent - self.latent0)
+        if p.spread_weight > 0 and p.space is LatentSpace.W_PLUS:
+            terms["spread"] = w_spread(ws, self.stats)
+        if self.stats is not None:
+            terms["w_prior"] = w_prior_proxy(ws, self.stats)  # logged and used to pick starts, if not weighed
+        weighted = (w * terms[k] for k, w in self.weights.items() if k in terms and w)
+        total = p.l1_weight * terms["l1"] + sum(weighted)
+        return images, terms, total
 
 
 def _shown(p: InvertParams, images: torch.Tensor, target: torch.Tensor, mask) -> torch.Tensor:
@@ -303,25 +258,10 @@ def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool, 
     )
 
 
-def run_to_completion(
-    job: Gen[Progress, None, InvertResult], on_progress: Callable[[Progress], None] | None = None
-):
-    """Drive a job generator, returning its result (for the CLI and tests)."""
-    while True:
-        try:
-            ev = next(job)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(ev)
-
-
 def scribble_params(scribble_rgba: np.ndarray, **kw) -> InvertParams:
     """Scribble-to-image: the scribble's alpha is the mask (only painted pixels constrain)."""
-    if scribble_rgba.ndim != 3 or scribble_rgba.shape[2] != 4:
-        raise JobError("a scribble must be an [H, W, 4] RGBA array; alpha marks the painted pixels")
-    alpha = scribble_rgba[..., 3].astype(np.float32) / 255.0
-    return InvertParams(target=np.ascontiguousarray(scribble_rgba[..., :3]), mask=alpha, **kw)
+    target, mask = split_scribble(scribble_rgba)
+    return InvertParams(target=target, mask=mask, **kw)
 
 
 def inpaint_params(image: np.ndarray, hole: np.ndarray, **kw) -> InvertParams:
@@ -335,9 +275,7 @@ __all__ = [
     "InvertParams",
     "InvertResult",
     "invert",
-    "run_to_completion",
     "scribble_params",
     "inpaint_params",
-    "latent_to_ws",
     "initial_latent",
 ]

@@ -1,4 +1,5 @@
-"""Job parameter dataclasses. numpy only, no torch: the GUI builds these on its own thread."""
+"""Every job's parameters (inversion, projection, SDEdit) as frozen dataclasses. numpy only, no torch:
+the GUI builds these on its own thread."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import JobError
-from core.types import LatentSpace
+from core.types import DENOISE_SOLVERS, LatentSpace
 
 # The defaults each inversion job starts from, shared by the Invert tab, the CLI and the docs. Plain
 # inversion wants fidelity (w+); scribbles and holes want results on the image manifold, chosen from the
-# settings table in docs/models.md (python -m core.metrics scribble-sweep).
+# settings table in docs/models.md (python -m core.evals scribble-sweep).
 _SEED_WEIGHTS = dict(l1_weight=10.0, perceptual_weight=0.01)  # the seed write-up's L1 and perceptual weights
 MODE_DEFAULTS: dict[str, dict] = {
     "invert": dict(space="w+", init="mean", starts=0, spread_weight=0.0, **_SEED_WEIGHTS),
@@ -74,3 +75,142 @@ class InvertParams:
             if a is not None and a.ndim == single + 1 and a.shape[0] != self.num_samples:
                 raise JobError(f"a batch of {a.shape[0]} {name}s needs num_samples={a.shape[0]}")
         object.__setattr__(self, "space", LatentSpace(self.space))
+
+
+# --- projection with a latent prior (core.jobs.projection) -------------------------------------
+
+TASKS = ("clip", "inpaint", "similarity", "scribble")
+PRIORS = ("none", "mean", "cluster", "diffusion", "task-guided")
+INITS = ("mapping", "mean", "latent")
+
+
+@dataclass(frozen=True)
+class ProjectionParams:
+    """Every input of one projection run (seed paper: "Diffusion-augmented Projection Algorithm").
+
+    Tasks: "clip" (cosine distance of CLIP image and text embeddings), "inpaint" (masked LPIPS to the
+    target; ``mask`` = 1 where the target must match, 0 in the hole), "similarity" (LPIPS to the
+    target everywhere) and "scribble" (masked L1 + LPIPS where ``mask`` marks paint).
+
+    Priors: "none", "mean", "cluster" (penalties), "diffusion" (alternating task step / K denoising
+    steps) and "task-guided" (reverse diffusion from noise, every step guided by the task gradient).
+    """
+
+    task: str = "clip"
+    prompt: str = ""  # clip: the text to match
+    target: np.ndarray | None = None  # [H, W, 3] uint8 RGB; image tasks; resized to the model resolution
+    mask: np.ndarray | None = None  # [H, W] float in [0, 1], 1 = match the target; inpaint and scribble
+    prior: str = "diffusion"  # see PRIORS
+    space: LatentSpace = LatentSpace.W  # the optimised latent: w [N, w_dim] or w+ [N, num_ws, w_dim]
+    steps: int = 50  # task steps (task-guided: reverse diffusion steps from t = 1 to 0)
+    lr: float = 0.02  # Adam step size on the latent, in W units
+    prior_weight: float = 1.0  # weight of the mean / cluster penalty (mean squared W distance)
+    denoise_steps: int = 10  # K: diffusion updates after each task step (seed: 10)
+    noise_start: float = 0.05  # diffusion time each group of K updates starts at (seed: 5%)
+    noise_end: float = 0.0  # ... and ends at (seed: 0%)
+    denoise_eta: float = 0.0  # 0: deterministic DDIM updates; 1: ancestral (fresh noise each update)
+    denoise_solver: str = "auto"  # the K updates one by one ("sequential"), by Picard sweeps, or "auto"
+    guidance_scale: float = 3.0  # task-guided: size of the task-gradient step in the noise prediction
+    guidance: str = "x0"  # task-guided: "x0" (gradient on the clean estimate) or "xt" (through the denoiser)
+    guided_eta: float = 1.0  # task-guided: 1 = ancestral reverse steps, 0 = DDIM
+    l1_weight: float = 1.0  # scribble: weight of the masked L1 term
+    perceptual_weight: float = 1.0  # inpaint, similarity, scribble: weight of the (masked) LPIPS term
+    init: str = "mapping"  # "mapping" (seeded mapping samples), "mean" (mean w), "latent" (init_latent)
+    init_latent: np.ndarray | None = None  # in `space`'s shape, for init="latent"
+    num_samples: int = 4  # latents optimised together, each from its own seed draw
+    seed: int = 0  # initial latents, noise of the diffusion updates
+    preview_every: int = 5  # yield a preview image every k steps (and at the last step)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "space", LatentSpace(self.space))
+        for name, value, allowed in (("task", self.task, TASKS), ("prior", self.prior, PRIORS)):
+            if value not in allowed:
+                raise JobError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.denoise_solver not in DENOISE_SOLVERS:
+            raise JobError(
+                f"denoise_solver must be one of {', '.join(DENOISE_SOLVERS)}; got {self.denoise_solver!r}"
+            )
+        if self.guidance not in ("x0", "xt"):
+            raise JobError(f"guidance must be 'x0' or 'xt'; got {self.guidance!r}")
+        if self.init not in INITS:
+            raise JobError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if self.space is LatentSpace.Z:
+            raise JobError("projection works in w or w+ (where the priors live), not z")
+        if self.task == "clip" and not self.prompt.strip():
+            raise JobError("the CLIP task needs a text prompt")
+        if self.task != "clip" and self.target is None:
+            raise JobError(f"the {self.task} task needs a target image")
+        if self.task in ("inpaint", "scribble") and self.mask is None:
+            raise JobError(f"the {self.task} task needs a mask (1 = match the target)")
+        if self.init == "latent" and self.init_latent is None:
+            raise JobError("init='latent' needs init_latent")
+        if min(self.steps, self.num_samples, self.preview_every, self.denoise_steps) < 1:
+            raise JobError("steps, num_samples, preview_every and denoise_steps must be >= 1")
+        if not 0 <= self.noise_end < self.noise_start <= 1:
+            raise JobError("need 0 <= noise_end < noise_start <= 1")
+
+
+# --- SDEdit (core.jobs.sdedit) -----------------------------------------------------------------
+
+SAMPLERS = ("ddpm", "ddim")
+PREVIEWS = ("fast", "full", "none")
+
+
+@dataclass(frozen=True)
+class SDEditParams:
+    """Every input of one SDEdit run (Meng et al. 2022): noise the guide to level N, then denoise.
+
+    ``strength`` is N / T (T = the model's training timesteps, 1000 for Stable Diffusion); give
+    ``start_step`` = N instead to set N directly. ``steps`` S spans the whole schedule, so
+    int(S * strength) steps run (the img2img convention): S = 1000 with DDPM is the seed write-up's
+    full ancestral sampler, N = 500 of 1000 runs 500 steps.
+    """
+
+    guide: np.ndarray  # [H, W, 3] uint8 RGB; resized to `size`
+    prompt: str = ""
+    negative_prompt: str = ""  # the unconditional branch of classifier-free guidance
+    mask: np.ndarray | None = None  # [H, W] float in [0, 1]; 1 = regenerate here; None = everywhere
+    strength: float = 0.6  # N / T in (0, 1]; ignored when start_step is given
+    start_step: int | None = None  # N of T (seed: 500, 600, 700 of 1000)
+    guidance_scale: float = 7.5  # classifier-free guidance; 1 = the conditional prediction only
+    sampler: str = "ddim"  # "ddpm" (ancestral, Ho et al. 2020) | "ddim" (eta = 0, Song et al. 2021)
+    steps: int = 50  # S over the full schedule; int(S * strength) of them run
+    seed: int = 0  # the noise added to the guide and DDPM's per-step noise
+    num_samples: int = 1  # images made together from this guide, each from its own noise
+    size: tuple[int, int] | None = None  # output (width, height); None = the model's native size
+    mask_feather: float = 4.0  # Gaussian sigma of the mask edge, in output pixels
+    paste_back: bool = True  # composite the guide over the unmasked region of the decoded result
+    preview: str = "fast"  # "fast" (tiny decoder or linear latent->RGB), "full" (VAE decode), "none"
+    preview_every: int = 1  # a preview every k steps (and at the last)
+    preview_interval_s: float = 0.0  # and at most one per this many seconds (the app: its repaint rate)
+
+    def __post_init__(self) -> None:
+        g = self.guide
+        if not isinstance(g, np.ndarray) or g.ndim != 3 or g.shape[2] != 3 or g.dtype != np.uint8:
+            raise JobError("guide must be an [H, W, 3] uint8 RGB array")
+        if self.mask is not None and (self.mask.ndim != 2 or self.mask.shape != g.shape[:2]):
+            raise JobError(f"mask must be [H, W] = {list(g.shape[:2])}, got {list(self.mask.shape)}")
+        if self.start_step is None and not 0 < self.strength <= 1:
+            raise JobError(f"strength must be in (0, 1], got {self.strength}")
+        if self.start_step is not None and self.start_step < 1:
+            raise JobError(f"start_step must be >= 1, got {self.start_step}")
+        if self.sampler not in SAMPLERS:
+            raise JobError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.preview not in PREVIEWS:
+            raise JobError(f"preview must be one of {PREVIEWS}, got {self.preview!r}")
+        if self.steps < 1 or self.preview_every < 1 or self.num_samples < 1:
+            raise JobError("steps, preview_every and num_samples must be >= 1")
+        if not self.preview_interval_s >= 0:
+            raise JobError(f"preview_interval_s must be >= 0, got {self.preview_interval_s}")
+        if self.guidance_scale < 0 or self.mask_feather < 0:
+            raise JobError("guidance_scale and mask_feather must be >= 0")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
+            raise JobError(f"size must be (width, height) of at least 8 px, got {self.size}")
+
+    def strength_for(self, num_train_timesteps: int) -> float:
+        """N / T, with N from ``start_step`` when given."""
+        if self.start_step is None:
+            return self.strength
+        if self.start_step > num_train_timesteps:
+            raise JobError(f"start_step {self.start_step} is beyond the model's {num_train_timesteps} steps")
+        return self.start_step / num_train_timesteps

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelLoadError
-from core.jobs.events import CancelToken
+from core.models.safe_load import sha256_file
 from core.paths import resources_dir
+from core.types import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -604,8 +605,7 @@ def _write_record(dest: Path, digest: str, verified: bool) -> None:
 
 
 def verify_file(path: str | os.PathLike, sha256: str) -> bool:
-    h = _hash_prefix(Path(path), Path(path).stat().st_size)
-    return h.hexdigest() == sha256.lower()
+    return sha256_file(path) == sha256.lower()
 
 
 def expected_sha256(e: ModelEntry, path: Path) -> str | None:

@@ -8,6 +8,7 @@ unpickler rebuilds only tensors, numbers, strings and plain containers and refus
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -18,6 +19,15 @@ from typing import Any
 from core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (model cards and downloads record it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _first_line(e: BaseException) -> str:

@@ -5,9 +5,9 @@ Diffusion"): none, mean, cluster, and a diffusion model over W.
 - :mod:`core.prior.model`     the denoiser MLP, its config and file format
 - :mod:`core.prior.samplers`  DDIM / ancestral (ours and diffusers'), predictor-corrector, task guidance
 - :mod:`core.prior.priors`    the prior interface (penalty / project), W statistics, log-density proxy
-- :mod:`core.prior.params`    the projection job's parameters (torch-free); the job is
-  :mod:`core.jobs.project`, the CLI ``latent-canvas-cli project`` (:mod:`core.prior.cli`)
-- :mod:`core.prior.quality`, :mod:`core.prior.evaluate`  measurements; docs/prior.md
+- :mod:`core.jobs.params`    the projection job's parameters (torch-free); the job is
+  :mod:`core.jobs.projection`, the CLI ``latent-canvas-cli project`` (:mod:`core.cli.projection`)
+- :mod:`core.evals.prior_quality`, :mod:`core.evals.prior`  measurements; docs/prior.md
 
 Training: ``python -m core.training.wdiffusion`` (see that module).
 """

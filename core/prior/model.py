@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.frozen import frozen, linear_for_rows, packed_linear
 from core.models.safe_load import read_safetensors
 from core.prior import schedule
 from core.types import safetensors_metadata
@@ -97,7 +95,7 @@ class AdaGNBlock(nn.Module):
         """``gain``, ``offset`` [N or 1, width]: this block's :meth:`modulation`."""
         n = F.group_norm(x, self.norm.num_groups, eps=self.norm.eps)
         h = F.silu(torch.addcmul(offset, n, gain))
-        return packed_linear(self.linear, h, residual=x)  # F.linear + x where gradients are wanted
+        return self.linear(h) + x
 
 
 class WDenoiser(nn.Module):
@@ -132,35 +130,12 @@ class WDenoiser(nn.Module):
         return [block.modulation(temb) for block in self.blocks]
 
     def grid_conditioning(self, times: tuple[float, ...]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """:meth:`conditioning` of a fixed grid of ``times``, one list per time (each block's
-        ``(gain, offset)``, [1, width]), kept while the weights stay frozen.
-
-        The projection job visits the same K times after every task step (see :func:`core.frozen.frozen`).
-        """
-        modules = [self.time, *(m for b in self.blocks for m in (b.film, b.norm))]
-        deps = [p for m in modules for p in m.parameters()]
+        """:meth:`conditioning` of a fixed grid of ``times`` in one batched pass, one list per time (each
+        block's ``(gain, offset)``, [1, width]): the projection job visits the same K times after every
+        task step."""
         ref = self.inp.weight
-
-        def make(*_: torch.Tensor) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-            conds = self.conditioning(torch.tensor(times, dtype=ref.dtype, device=ref.device))
-            return [[(g[k : k + 1], o[k : k + 1]) for g, o in conds] for k in range(len(times))]
-
-        return frozen(self, f"conditioning_{times}", make, *deps)
-
-    def frozen_raw(self, rows: int) -> Callable[[torch.Tensor, list], torch.Tensor]:
-        """:meth:`raw` for no-grad calls on ``rows`` rows with a given ``cond``, every layer resolved
-        once (packed weights, norm settings): a projection runs it K times after every task step, and
-        per-layer module calls and lookups were a third of its time at one row."""
-        inp, out, on = linear_for_rows(self.inp, rows), linear_for_rows(self.out, rows), self.out_norm
-        blocks = [(b.norm.num_groups, b.norm.eps, linear_for_rows(b.linear, rows)) for b in self.blocks]
-
-        def raw(x: torch.Tensor, cond: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-            h = inp(x, None)  # [rows, width]
-            for (groups, eps, linear), (gain, offset) in zip(blocks, cond, strict=True):  # AdaGNBlock
-                h = linear(F.silu(torch.addcmul(offset, F.group_norm(h, groups, eps=eps), gain)), h)
-            return out(F.silu(F.group_norm(h, on.num_groups, on.weight, on.bias, on.eps)), None)
-
-        return raw
+        conds = self.conditioning(torch.tensor(times, dtype=ref.dtype, device=ref.device))
+        return [[(g[k : k + 1], o[k : k + 1]) for g, o in conds] for k in range(len(times))]
 
     def raw(
         self,
@@ -175,10 +150,10 @@ class WDenoiser(nn.Module):
         if cond is None:
             t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
             cond = self.conditioning(t)
-        h = packed_linear(self.inp, x_t)  # [N, width]
+        h = self.inp(x_t)  # [N, width]
         for block, (gain, offset) in zip(self.blocks, cond, strict=True):
             h = block(h, gain, offset)
-        return packed_linear(self.out, F.silu(self.out_norm(h)))  # [N, dim]
+        return self.out(F.silu(self.out_norm(h)))  # [N, dim]
 
     def forward(
         self,

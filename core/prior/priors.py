@@ -15,65 +15,20 @@ on each row of a w+ latent.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from core.errors import ModelLoadError
-from core.models.safe_load import read_safetensors
 from core.prior import schedule
 from core.prior.model import WDenoiser
-from core.prior.params import DENOISE_SOLVERS
 from core.prior.samplers.ddim import ContinuousDDIM, uniform_times
 from core.prior.samplers.picard import solve_chain
-from core.training.common import WSTATS_FORMAT
+from core.prior.wstats import WStats
+from core.types import DENOISE_SOLVERS
 
 log = logging.getLogger(__name__)
 
 PRIOR_KINDS = ("none", "mean", "cluster", "diffusion")
-
-
-# --- W statistics -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WStats:
-    mean: torch.Tensor  # [w_dim]
-    std: torch.Tensor  # [w_dim]
-    centres: torch.Tensor  # [k, w_dim] k-means centres, most populated first
-    counts: torch.Tensor  # [k] members per centre
-
-
-def wstats_path_for(generator_path: str | Path) -> Path:
-    """``<stem>.wstats.safetensors`` beside a generator file."""
-    p = Path(generator_path)
-    return p.with_name(p.name.removesuffix(p.suffix) + ".wstats.safetensors")
-
-
-def load_wstats(path: str | Path) -> WStats:
-    """Read a W statistics file written by the StyleGAN2 export.
-
-    Raises:
-        ModelLoadError: missing, unreadable or not a W statistics file.
-    """
-    path = Path(path)
-    meta, t = read_safetensors(path, what="W statistics")
-    if meta.get("format") != WSTATS_FORMAT or not {"mean", "std", "centres", "counts"} <= set(t):
-        raise ModelLoadError(f"{path.name} is not a W statistics file (format {meta.get('format')!r})")
-    return WStats(t["mean"].float(), t["std"].float(), t["centres"].float(), t["counts"])
-
-
-@torch.no_grad()
-def wstats_from_generator(G, *, n: int = 10_000, k: int = 16, seed: int = 0) -> WStats:
-    """W statistics computed on the spot, for generators shipped without a statistics file."""
-    from core.training.common import kmeans
-
-    ws = G.sample_w(n, seed=seed).float().cpu()  # [n, w_dim]
-    centres, labels, _ = kmeans(ws, k, seed=seed)
-    counts = torch.bincount(labels, minlength=k)
-    order = counts.argsort(descending=True, stable=True)
-    return WStats(ws.mean(0), ws.std(0), centres[order], counts[order])
 
 
 # --- priors -----------------------------------------------------------------------------------
@@ -137,10 +92,8 @@ class DiffusionPrior(Prior):
 
     kind = "diffusion"
     SOLVERS = DENOISE_SOLVERS
-    # K x rows up to which Picard's batched passes win. One pass of the bundled 512-wide prior on 2
-    # Xeon cores: 1 / 10 / 20 / 40 / 60 / 100 rows 0.29 / 0.48 / 0.85 / 1.34 / 1.83 / 2.45 ms; a job's
-    # warm-started Picard runs 2 sweeps, so it wins clearly at 1-2 samples, by ~10 % at 4, and ties
-    # from 6 (and its cold first sweep loses there).
+    # K x rows up to which Picard's batched passes win ("auto"): a job's warm-started Picard runs
+    # 2 sweeps, so it wins at 1-4 samples and ties from 6 (pass timings: docs/performance.md).
     PICARD_MAX_ROWS = 40
 
     def __init__(
@@ -162,7 +115,6 @@ class DiffusionPrior(Prior):
         )
         self.last_sweeps = 0  # Picard sweeps of the last projection (0: it ran sequentially)
         self._chain: torch.Tensor | None = None  # the last chain's offsets x_k - x_0, a warm start
-        self._plans: dict[tuple, tuple] = {}  # (solver, rows, dtype, device) -> (weights key, plan)
 
     def uses_picard(self, rows: int, device: torch.device | str = "cpu") -> bool:
         """Whether a projection of ``rows`` rows on ``device`` runs Picard sweeps. "auto" keeps to the
@@ -183,19 +135,8 @@ class DiffusionPrior(Prior):
         return self.model.denormalize(x).reshape(w.shape)
 
     def _plan(self, picard: bool, x: torch.Tensor) -> tuple:
-        """What a projection of ``x``'s shape reuses while the weights stay frozen: the resolved network
-        pass, the K times' conditioning (stacked for Picard) and each update's coefficients. One check
-        of the weights' versions and addresses replaces the per-layer ones (~0.1 ms a projection)."""
-        key = (picard, x.shape[0], x.dtype, x.device)
-        deps = (*self.model.parameters(), *self.model.buffers())  # looked up afresh: a swapped tensor counts
-        weights = (torch.is_inference_mode_enabled(), *((t.data_ptr(), t._version) for t in deps))
-        hit = self._plans.get(key)
-        if hit is None or hit[0] != weights:
-            hit = self._plans[key] = (weights, self._build_plan(picard, x))
-        return hit[1]
-
-    def _build_plan(self, picard: bool, x: torch.Tensor) -> tuple:
-        rows, k = x.shape[0], len(self.scheduler.timesteps)
+        """The network pass, the K times' conditioning (stacked for Picard) and each update's coefficients."""
+        rows = x.shape[0]
         conds = self.model.grid_conditioning(tuple(self.scheduler.timesteps))
         sched, updates = self.scheduler, []
         for t in sched.timesteps:
@@ -204,7 +145,7 @@ class DiffusionPrior(Prior):
             c_x, c_out = self.model.eps_coefficients(sched.alpha_bar(t))
             updates.append((c_sample + c_eps * c_x, c_eps * c_out, std))  # x <- a x + c out + std z
         if not picard:
-            return self.model.frozen_raw(rows), conds, updates
+            return self._raw, conds, updates
         stacked = [  # each block's (gain, offset) of the K times, each row repeated: [K x rows, width]
             tuple(
                 torch.cat([per_time[b][i] for per_time in conds]).repeat_interleave(rows, 0) for i in (0, 1)
@@ -212,8 +153,10 @@ class DiffusionPrior(Prior):
             for b in range(len(conds[0]))
         ]
         a, c = (torch.tensor([u[i] for u in updates]).to(x)[:, None, None] for i in (0, 1))  # [K, 1, 1]
-        # packed (where that pays) for the first sweep's K x rows; later sweeps pass fewer rows
-        return self.model.frozen_raw(k * rows), stacked, a, c, [u[2] for u in updates]
+        return self._raw, stacked, a, c, [u[2] for u in updates]
+
+    def _raw(self, x: torch.Tensor, cond: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        return self.model.raw(x, None, cond)
 
     def _project_sequential(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raw, conds, updates = self._plan(False, x)

@@ -7,7 +7,7 @@ bank, resumable checkpoints, sample grids, k-means and the time-budgeted trainin
 import os
 
 # Training shares a few CPU cores with other work; OpenMP's default spin-waiting then makes every
-# process crawl (we measured a tiny step go from 0.1 s to 5 s with one other busy process). Waiting
+# process crawl (docs/performance.md has the measurement). Waiting
 # passively costs nothing measurable when the cores are free. This only takes effect when torch has
 # not been imported yet, as under ``python -m core.training.<model>``.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -228,9 +228,9 @@ def export_main(argv: Sequence[str]) -> None:
 
 
 def eval_main(argv: Sequence[str]) -> None:
-    from core import metrics
+    from core.evals import cli
 
-    metrics.main(["clip", *argv])
+    cli.main(["clip", *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,11 +34,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.models.safe_load import sha256_file
+
 log = logging.getLogger("latent_canvas.training")
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # copy of the checkpoint with the lowest learning-curve FID so far
 PROGRESS = "progress.json"
-WSTATS_FORMAT = "latent-canvas-wstats/1"
 
 
 # --- device, seeds, RNG state -----------------------------------------------------------------
@@ -91,14 +94,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return _atomic(Path(path), lambda p: p.write_text(text))
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(out_dir: str | Path, state: dict[str, Any], progress: dict[str, Any]) -> Path:
     """Atomically write ``checkpoint.pt`` ({"state": ..., "progress": ...}) and ``progress.json``."""
     out_dir = Path(out_dir)
@@ -107,12 +102,15 @@ def save_checkpoint(out_dir: str | Path, state: dict[str, Any], progress: dict[s
     return path
 
 
-def load_checkpoint(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def load_checkpoint(
+    out_dir: str | Path, name: str = CHECKPOINT
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(state, progress)`` of the run in ``out_dir``, or None when it has no checkpoint yet.
 
-    Tensors load on the CPU; trainers move them where they belong.
+    ``name``: ``CHECKPOINT`` (the latest) or ``BEST`` (lowest learning-curve FID). Tensors load on
+    the CPU; trainers move them where they belong.
     """
-    path = Path(out_dir) / CHECKPOINT
+    path = Path(out_dir) / name
     if not path.is_file():
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -195,63 +193,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 # --- k-means (for the W statistics shipped with a generator) ----------------------------------
-
-
-def kmeans(
-    x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 50, tol: float = 1e-6
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """k-means++ seeding then Lloyd iterations on ``x`` [N, D].
-
-    Returns ``(centres [k, D], labels [N], inertia)``; inertia is the sum of squared distances of the
-    points to their centres. Deterministic for a given ``seed``.
-    """
-    if not 1 <= k <= x.shape[0]:
-        raise ValueError(f"k must be in 1..{x.shape[0]}, got {k}")
-    x = x.float()
-    centres = kmeans_plus_plus(x, k, gen=torch.Generator().manual_seed(seed))
-    prev = math.inf
-    for _ in range(iters):
-        d2, labels = _nearest(x, centres)
-        inertia = float(d2.sum())
-        centres = _update_centres(x, labels, centres)
-        if prev - inertia <= tol * max(prev, 1e-12) and math.isfinite(prev):
-            break
-        prev = inertia
-    d2, labels = _nearest(x, centres)
-    return centres, labels, float(d2.sum())
-
-
-def kmeans_plus_plus(x: torch.Tensor, k: int, *, gen: torch.Generator) -> torch.Tensor:
-    """Arthur & Vassilvitskii (2007): each next centre drawn with probability ~ D(x)^2."""
-    first = int(torch.randint(x.shape[0], (1,), generator=gen))
-    centres = [x[first]]
-    d2 = (x - x[first]).square().sum(1)
-    for _ in range(1, k):
-        probs = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1 / d2.numel())
-        nxt = int(torch.multinomial(probs, 1, generator=gen))
-        centres.append(x[nxt])
-        d2 = torch.minimum(d2, (x - x[nxt]).square().sum(1))
-    return torch.stack(centres)
-
-
-def _nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance to, and index of, the nearest centre for each row of ``x``."""
-    d2s, labels = [], []
-    c2 = centres.square().sum(1)
-    for part in x.split(chunk):
-        d = part.square().sum(1, keepdim=True) - 2 * part @ centres.T + c2  # [n, k]
-        m, i = d.clamp_min(0).min(1)
-        d2s.append(m)
-        labels.append(i)
-    return torch.cat(d2s), torch.cat(labels)
-
-
-def _update_centres(x: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    k = centres.shape[0]
-    sums = torch.zeros_like(centres).index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=k).to(x.dtype)
-    # An empty cluster keeps its old centre rather than becoming NaN.
-    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
 
 
 # --- the training loop --------------------------------------------------------------------------
@@ -352,8 +293,11 @@ def train_loop(
             nonlocal start
             start += time.monotonic() - t0
         save_grid(trainer.samples(), out_dir / f"fakes-{trainer.nimg // 1000:06d}.png")
-        save_checkpoint(out_dir, trainer.state_dict(), progress)
-        log.info("checkpoint at kimg %.2f -> %s", trainer.nimg / 1000, out_dir / CHECKPOINT)
+        path = save_checkpoint(out_dir, trainer.state_dict(), progress)
+        log.info("checkpoint at kimg %.2f -> %s", trainer.nimg / 1000, path)
+        if _is_best(progress.get("curve", []), trainer.nimg):
+            _atomic(out_dir / BEST, lambda p: shutil.copyfile(path, p))
+            log.info("lowest FID so far: kept as %s", out_dir / BEST)
 
     if not (out_dir / CHECKPOINT).is_file():
         checkpoint(done=False)  # the starting point, so even a killed run can resume and show kimg 0
@@ -368,6 +312,16 @@ def train_loop(
     printer.update(trainer.nimg, {}, elapsed(), force=True)
     checkpoint(done=True)
     return progress
+
+
+def _is_best(curve: list[dict[str, Any]], nimg: int) -> bool:
+    """Whether the curve's point at ``nimg`` has the lowest FID of all points (GAN FID goes up and
+    down between checkpoints, so the export takes the best one, not just the last)."""
+    fids = [(p["kimg"], v) for p in curve for k, v in p.items() if k.startswith("fid")]
+    if not fids:
+        return False
+    best_kimg = min(fids, key=lambda kv: kv[1])[0]
+    return abs(best_kimg - nimg / 1000) < 1e-6
 
 
 def setup_logging() -> None:

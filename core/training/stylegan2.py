@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from core.gan.stylegan2 import (
@@ -46,20 +45,20 @@ from core.gan.stylegan2 import (
     setup_filter,
 )
 from core.models.io import save_generator
+from core.prior.wstats import write_w_stats
 from core.training.common import (
-    WSTATS_FORMAT,
+    BEST,
+    CHECKPOINT,
     ImageBank,
     change_settings,
     config_from,
     export_facts,
-    kmeans,
     load_checkpoint,
     rng_state,
     run_training,
     seed_everything,
     set_rng_state,
     setup_logging,
-    sha256_file,
     write_sidecar,
 )
 
@@ -414,7 +413,7 @@ class StyleGAN2Trainer:
             return {}
         from core.clip import load_clip
         from core.errors import ModelLoadError
-        from core.metrics import clip_features, fid, generator_batches, procedural_batches
+        from core.evals.metrics import clip_features, fid, generator_batches, procedural_batches
 
         if self._fid_clip is None:
             try:
@@ -491,6 +490,7 @@ def export(
     k: int = 64,
     kmeans_iters: int = 50,
     seed: int = 0,
+    best: bool = False,
     argv: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write the run's G_ema as a Latent Canvas generator plus its W statistics and JSON sidecar.
@@ -503,8 +503,10 @@ def export(
         k: number of k-means centres.
         kmeans_iters: at most this many Lloyd iterations.
         seed: seeds the mapping samples and the k-means++ initialisation.
+        best: export the checkpoint with the lowest learning-curve FID (``best.pt``) instead of the
+            latest one.
     """
-    loaded = load_checkpoint(run_dir)
+    loaded = load_checkpoint(run_dir, BEST if best else CHECKPOINT)
     if loaded is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir}")
     state, progress = loaded
@@ -529,34 +531,6 @@ def export(
     return {"model": out, "wstats": wstats, "sidecar": sidecar}
 
 
-@torch.no_grad()
-def write_w_stats(G: StyleGAN2Generator, path: Path, *, n: int, k: int, iters: int, seed: int) -> dict:
-    """Mean, std and k-means centres of ``n`` mapping samples, as safetensors.
-
-    Tensors: ``mean`` [w_dim], ``std`` [w_dim], ``centres`` [k, w_dim], ``counts`` [k] (members per
-    centre, largest first). Returns the facts that also go into the sidecar.
-    """
-    ws = G.sample_w(n, seed=seed).float().cpu()  # [n, w_dim]
-    centres, labels, inertia = kmeans(ws, k, seed=seed, iters=iters)
-    counts = torch.bincount(labels, minlength=k)
-    order = counts.argsort(descending=True, stable=True)
-    tensors = {"mean": ws.mean(0), "std": ws.std(0), "centres": centres[order], "counts": counts[order]}
-    meta = {"format": WSTATS_FORMAT, "n_samples": str(n), "k": str(k), "seed": str(seed)}
-    meta["inertia"] = f"{inertia:.6g}"
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({name: t.contiguous() for name, t in tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    path.chmod(0o644)
-    return {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "n_samples": n,
-        "k": k,
-        "seed": seed,
-        "inertia": inertia,
-    }
-
-
 def export_main(argv: Sequence[str]) -> None:
     import argparse
 
@@ -568,6 +542,7 @@ def export_main(argv: Sequence[str]) -> None:
     p.add_argument("--k", type=int, default=64, help="k-means centres in the W statistics")
     p.add_argument("--kmeans-iters", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--best", action="store_true", help="the checkpoint with the lowest learning-curve FID")
     a = p.parse_args(argv)
     setup_logging()
     export(
@@ -578,6 +553,7 @@ def export_main(argv: Sequence[str]) -> None:
         k=a.k,
         kmeans_iters=a.kmeans_iters,
         seed=a.seed,
+        best=a.best,
         argv=["export", *argv],
     )
 

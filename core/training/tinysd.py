@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from core.models.safe_load import sha256_file
 from core.training.common import (
     ImageBank,
     export_facts,
@@ -39,7 +40,6 @@ from core.training.common import (
     seed_everything,
     set_rng_state,
     setup_logging,
-    sha256_file,
     write_json,
 )
 
@@ -200,7 +200,7 @@ class TinySDTrainer:
         """Text-to-image from the EMA UNet for held-out captions (DDIM, fixed noise)."""
         from diffusers import DDIMScheduler
 
-        from core.sd.sdedit import guided_noise
+        from core.sd.pipeline import guided_noise
 
         sched = DDIMScheduler.from_config(scheduler_config(self.cfg))
         sched.set_timesteps(steps)

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from core.models.io import load_generator
+from core.models.safe_load import sha256_file
 from core.prior import schedule
 from core.prior.model import WDiffusionConfig, build_wdiffusion, save_wdiffusion
-from core.prior.priors import load_wstats, wstats_from_generator, wstats_path_for
 from core.prior.samplers import sample_w
+from core.prior.wstats import load_wstats, wstats_from_generator, wstats_path_for
 from core.training.common import (
     Budget,
     _session_facts,
@@ -46,7 +47,6 @@ from core.training.common import (
     seed_everything,
     set_rng_state,
     setup_logging,
-    sha256_file,
     train_loop,
     write_sidecar,
 )
@@ -261,7 +261,7 @@ def export(
         eval_images: images behind the KID realism numbers (0 = skip them).
         seed: seeds the evaluation draws (distinct from the training seed).
     """
-    from core.prior.quality import w_quality
+    from core.evals.prior_quality import w_quality
 
     loaded = load_checkpoint(run_dir)
     if loaded is None:
@@ -278,7 +278,7 @@ def export(
     facts = export_facts(progress, argv, PROG)
     quality = w_quality(G, model, n=eval_latents, seed=seed)
     if eval_images:
-        from core.prior.quality import image_quality
+        from core.evals.prior_quality import image_quality
 
         quality["images"] = image_quality(G, model, n=eval_images, seed=seed)
     out = Path(out)
@@ -307,7 +307,7 @@ def export_main(argv: Sequence[str]) -> None:
     p.add_argument("--out", required=True, help="prior .safetensors to write")
     p.add_argument("--generator", help="generator path, if it moved since training (same sha256)")
     p.add_argument("--eval-latents", type=int, default=4096, help="samples behind the W-space numbers")
-    p.add_argument("--eval-images", type=int, default=0, help="images behind KID (needs core.metrics)")
+    p.add_argument("--eval-images", type=int, default=0, help="images behind KID (needs core.evals.metrics)")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     setup_logging()

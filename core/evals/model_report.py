@@ -1,7 +1,7 @@
 """Render the bundled models' cards (their ``quality`` sections) as one readable page, with the seed
 write-up's claims beside our numbers. Reads JSON only: no model is loaded, nothing is measured here.
 
-    python -m core.model_report --out docs/models.md
+    python -m core.evals.model_report --out docs/models.md
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def sweep_section(sg2: dict) -> list[str]:
 
 
 def _sweep_base() -> str:
-    from core.inversion_quality import SWEEP_BASE
+    from core.evals.inversion_quality import SWEEP_BASE
 
     return ", ".join(f"{k} {v}" for k, v in SWEEP_BASE.items()) + " unless the row says otherwise"
 
@@ -253,7 +253,7 @@ def report() -> str:
     lines = [
         "# The bundled models: how they were trained and how good they are",
         "",
-        "Made by `python -m core.model_report --out docs/models.md` from the model cards in",
+        "Made by `python -m core.evals.model_report --out docs/models.md` from the model cards in",
         "`resources/models/*.json`; each table names the command that measured it.",
         "",
         "| model | kimg | minutes | device | training command |",
@@ -272,7 +272,9 @@ def report() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.model_report", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m core.evals.model_report", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/models.md"))
     a = ap.parse_args(argv)
     a.out.write_text(report())

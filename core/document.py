@@ -1,4 +1,4 @@
-"""Project files (``.lcproj``): a whole editing session in one versioned zip, plus autosave and recovery.
+"""Document files (``.lcproj``): a whole editing session in one versioned zip, plus autosave and recovery.
 
 Layout (specified in ``docs/project-format.md``)::
 
@@ -13,7 +13,7 @@ Layout (specified in ``docs/project-format.md``)::
 Loading treats the file as hostile: sizes, member count and total uncompressed bytes are bounded before
 anything is decompressed, member names are checked, every field is type-checked, images must be PNGs of
 the declared size and mode, and arrays are ``.npy`` float data read with ``allow_pickle=False``. Every
-failure is a :class:`ProjectLoadError`.
+failure is a :class:`DocumentLoadError`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ NPY_HEADER_READERS = {
 }
 
 
-class ProjectLoadError(LatentCanvasError):
+class DocumentLoadError(LatentCanvasError):
     """A project file is missing, damaged, too large, of an unknown version, or not a project at all."""
 
 
@@ -82,7 +82,7 @@ class HistoryEntry:
 
 
 @dataclass
-class Project:
+class Document:
     """The open session. Layers share one size ``[H, W]``."""
 
     base: np.ndarray = field(repr=False)  # [H, W, 3] uint8
@@ -93,7 +93,7 @@ class Project:
     meta: dict = field(default_factory=dict)  # free JSON for the app (tool settings, view)
 
     @classmethod
-    def blank(cls, resolution: int, *, model: str | None = None) -> Project:
+    def blank(cls, resolution: int, *, model: str | None = None) -> Document:
         r = resolution
         base = np.full((r, r, 3), 128, np.uint8)
         return cls(base, np.zeros((r, r, 4), np.uint8), np.zeros((r, r), np.float32), model)
@@ -117,7 +117,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_layers(p: Project) -> None:
+def _check_layers(p: Document) -> None:
     h, w = p.base.shape[:2]
     shapes = {"base": (h, w, 3), "scribble": (h, w, 4), "mask": (h, w)}
     for name, shape in shapes.items():
@@ -128,7 +128,7 @@ def _check_layers(p: Project) -> None:
         raise ValueError("base and scribble layers must be uint8")
 
 
-def _members(p: Project) -> tuple[dict, dict[str, Callable[[], bytes]]]:
+def _members(p: Document) -> tuple[dict, dict[str, Callable[[], bytes]]]:
     """The header and, per member, a function encoding it: saving encodes one member at a time while
     the temporary file is open, so memory holds one encoded member, not the whole archive."""
     _check_layers(p)
@@ -169,7 +169,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_project(project: Project, path: str | os.PathLike) -> Path:
+def save_document(project: Document, path: str | os.PathLike) -> Path:
     """Write ``project`` to ``path`` atomically: a crash at any moment leaves either the old file or the
     complete new one under ``path``, never a partial file.
 
@@ -205,8 +205,8 @@ def save_project(project: Project, path: str | os.PathLike) -> Path:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _fail(path: Path, why: str) -> ProjectLoadError:
-    return ProjectLoadError(f"{path.name}: {why}")
+def _fail(path: Path, why: str) -> DocumentLoadError:
+    return DocumentLoadError(f"{path.name}: {why}")
 
 
 def _check_archive(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
@@ -229,7 +229,7 @@ def _check_archive(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo
 
 
 class _Reader:
-    """Reads members of an already-checked archive, turning every decoder failure into ProjectLoadError."""
+    """Reads members of an already-checked archive, turning every decoder failure into DocumentLoadError."""
 
     def __init__(self, zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], path: Path):
         self.zf, self.infos, self.path = zf, infos, path
@@ -257,7 +257,7 @@ class _Reader:
                     raise _fail(self.path, f"{name} is {im.mode} {im.size}, expected {mode} {size or ''}")
                 im.load()
                 return np.asarray(im).copy()
-        except ProjectLoadError:
+        except DocumentLoadError:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
             raise _fail(self.path, f"{name} is not a readable PNG: {e}") from e
@@ -333,7 +333,7 @@ def _read_entry(reader: _Reader, raw: object, i: int) -> HistoryEntry:
     return entry
 
 
-def _read_project(reader: _Reader) -> Project:
+def _read_project(reader: _Reader) -> Document:
     path = reader.path
     header = _read_header(reader)
     size = _read_size(path, header)
@@ -343,7 +343,7 @@ def _read_project(reader: _Reader) -> Project:
     if len(history) > MAX_HISTORY:
         raise _fail(path, f"more than {MAX_HISTORY} history entries")
     model = header.get("model")
-    return Project(
+    return Document(
         base=arrays["base"],
         scribble=arrays["scribble"],
         mask=arrays["mask"].astype(np.float32) / 255.0,
@@ -353,14 +353,14 @@ def _read_project(reader: _Reader) -> Project:
     )
 
 
-def load_project(path: str | os.PathLike) -> Project:
-    """Read a project written by :func:`save_project`, validating everything in it.
+def load_document(path: str | os.PathLike) -> Document:
+    """Read a project written by :func:`save_document`, validating everything in it.
 
     Args:
         path: the ``.lcproj`` file.
 
     Raises:
-        ProjectLoadError: missing, not a zip, too large, a zip bomb, unsafe member names, unknown format
+        DocumentLoadError: missing, not a zip, too large, a zip bomb, unsafe member names, unknown format
             version, or any member missing, damaged or of the wrong type, size or mode. The message names
             the file.
     """
@@ -406,15 +406,15 @@ class AutosaveSession:
         d = Path(directory) if directory is not None else autosave_dir()
         return cls(d / f"session-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}")
 
-    def write(self, project: Project) -> Path:
-        return save_project(project, self.path)
+    def write(self, project: Document) -> Path:
+        return save_document(project, self.path)
 
     def discard(self) -> None:
         """Call on a clean exit (or after the user declined recovery): nothing is left to recover."""
         self.path.unlink(missing_ok=True)
 
 
-def write_autosave(project: Project, session: AutosaveSession | None = None) -> AutosaveSession:
+def write_autosave(project: Document, session: AutosaveSession | None = None) -> AutosaveSession:
     """Autosave ``project`` into ``session`` (a new one in :func:`autosave_dir` if None); returns it."""
     session = session or AutosaveSession.new()
     session.write(project)
@@ -466,8 +466,8 @@ def find_recoverable(directory: str | os.PathLike | None = None) -> list[Recover
         if pid is None or _pid_alive(pid):
             continue
         try:
-            load_project(p)
-        except ProjectLoadError as e:
+            load_document(p)
+        except DocumentLoadError as e:
             log.warning("skipping damaged autosave: %s", e)
             continue
         found.append(Recoverable(p, p.stat().st_mtime, pid))

@@ -1,7 +1,7 @@
 """Measure SDEdit's trade-off on the bundled model: faithfulness to the guide against adherence to the
 prompt, as functions of the noise level N, the guidance scale, the sampler and its step count S.
 
-    python -m core.sd.evaluate --out docs/sdedit.md          # rewrites the results section there
+    python -m core.evals.sd --out docs/sdedit.md          # rewrites the results section there
 
 Guides are "painted sketches" of held-out procedural cats (area-downsampled 4x, flat colours by
 k-means, nearest-upsampled: flat strokes like the seed's hand-drawn guides). Each guide's prompt is the
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.jobs.invert import run_to_completion
-from core.sd.params import SDEditParams
-from core.sd.sdedit import sdedit
+from core.jobs.params import SDEditParams
+from core.jobs.runner import run_to_completion
+from core.jobs.sdedit import sdedit
 
 log = logging.getLogger("latent_canvas.sd.evaluate")
 
@@ -48,7 +48,7 @@ class Case:
 
 def sketch(image: np.ndarray, *, colours: int = 6, block: int = 4, seed: int = 0) -> np.ndarray:
     """A flat-colour 'painted' version of ``image``: blocky strokes in ``colours`` colours."""
-    from core.training.common import kmeans
+    from core.prior.wstats import kmeans
 
     r = image.shape[0]
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
@@ -320,7 +320,7 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from core.sd.model import load_sd_model
 
-    ap = argparse.ArgumentParser(prog="python -m core.sd.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m core.evals.sd", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="default: the bundled model")
     ap.add_argument("--guides", type=int, default=4)
     ap.add_argument("--samples", type=int, default=4, help="images per guide and setting")
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = evaluate(model, guides=a.guides, samples=a.samples, seed=a.seed, full=not a.no_full_ddpm)
     picture(model, Path(a.picture))
     meta = {
-        "command": " ".join(["python -m core.sd.evaluate", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["python -m core.evals.sd", *(sys.argv[1:] if argv is None else argv)]),
         "device": f"{model.device} ({a.threads} thread{'s' if a.threads > 1 else ''})",
         "when": time.strftime("%Y-%m-%d"),
         "minutes": (time.time() - started) / 60,

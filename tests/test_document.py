@@ -1,4 +1,4 @@
-"""Project files: a faithful round trip, atomic saves, and a loader that refuses hostile archives."""
+"""Document files: a faithful round trip, atomic saves, and a loader that refuses hostile archives."""
 
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core.project as project_mod
-from core.errors import LatentCanvasError
-from core.project import (
+import core.document as project_mod
+from core.document import (
     FORMAT,
     AutosaveSession,
+    Document,
+    DocumentLoadError,
     HistoryEntry,
-    Project,
-    ProjectLoadError,
     autosave_dir,
     find_recoverable,
-    load_project,
-    save_project,
+    load_document,
+    save_document,
 )
+from core.errors import LatentCanvasError
 
 
-def sample_project(size: int = 16) -> Project:
+def sample_project(size: int = 16) -> Document:
     rng = np.random.default_rng(0)
-    p = Project(
+    p = Document(
         base=rng.integers(0, 256, (size, size + 3, 3), dtype=np.uint8),
         scribble=rng.integers(0, 256, (size, size + 3, 4), dtype=np.uint8),
         mask=rng.random((size, size + 3), dtype=np.float32),
@@ -67,11 +67,11 @@ def write_zip(path, members: dict[str, bytes], method=zipfile.ZIP_STORED):
 
 @pytest.fixture
 def saved(tmp_path):
-    return save_project(sample_project(), tmp_path / "session.lcproj")
+    return save_document(sample_project(), tmp_path / "session.lcproj")
 
 
 def test_round_trip(saved):
-    p, q = sample_project(), load_project(saved)
+    p, q = sample_project(), load_document(saved)
     np.testing.assert_array_equal(q.base, p.base)
     np.testing.assert_array_equal(q.scribble, p.scribble)
     np.testing.assert_allclose(q.mask, p.mask, atol=0.5 / 255 + 1e-6)  # 8-bit storage
@@ -102,7 +102,7 @@ def test_archive_layout(saved):
 
 
 def test_blank_project_round_trip(tmp_path):
-    q = load_project(save_project(Project.blank(32, model=None), tmp_path / "b.lcproj"))
+    q = load_document(save_document(Document.blank(32, model=None), tmp_path / "b.lcproj"))
     assert q.base.shape == (32, 32, 3) and q.model is None and q.history == []
 
 
@@ -111,7 +111,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp(saved):
     bad = sample_project()
     bad.history[0].params["lr"] = float("nan")  # not JSON
     with pytest.raises(ValueError):
-        save_project(bad, saved)
+        save_document(bad, saved)
     assert saved.read_bytes() == before
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
 
@@ -120,11 +120,11 @@ def test_inconsistent_layers_are_refused_at_save(tmp_path):
     p = sample_project()
     p.mask = np.zeros((3, 3), np.float32)
     with pytest.raises(ValueError, match="mask"):
-        save_project(p, tmp_path / "x.lcproj")
+        save_document(p, tmp_path / "x.lcproj")
 
 
 def test_error_type_is_documented():
-    assert issubclass(ProjectLoadError, LatentCanvasError)
+    assert issubclass(DocumentLoadError, LatentCanvasError)
 
 
 # --- hostile or damaged files --------------------------------------------------------------------
@@ -143,37 +143,37 @@ def edited(saved, tmp_path, *, header=None, members=None, drop=()):
 
 
 def test_edit_helper_keeps_a_loadable_project(saved, tmp_path):
-    load_project(edited(saved, tmp_path))  # so the refusals below are caused by the edits alone
+    load_document(edited(saved, tmp_path))  # so the refusals below are caused by the edits alone
 
 
 @pytest.mark.parametrize("fmt", ["latent-canvas-project/2", "latent-canvas-project/0"])
 def test_unknown_version_is_refused(saved, tmp_path, fmt):
-    with pytest.raises(ProjectLoadError, match="not supported by this version"):
-        load_project(edited(saved, tmp_path, header={"format": fmt}))
+    with pytest.raises(DocumentLoadError, match="not supported by this version"):
+        load_document(edited(saved, tmp_path, header={"format": fmt}))
 
 
 @pytest.mark.parametrize("fmt", [None, 1, "something-else/1"])
 def test_not_a_project(saved, tmp_path, fmt):
-    with pytest.raises(ProjectLoadError, match="not a Latent Canvas project|wrong type"):
-        load_project(edited(saved, tmp_path, header={"format": fmt}))
+    with pytest.raises(DocumentLoadError, match="not a Latent Canvas project|wrong type"):
+        load_document(edited(saved, tmp_path, header={"format": fmt}))
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "/etc/passwd", "layers/../../x", "a\\b.png", "C:/x", "x/"])
 def test_path_traversal_names_are_refused(saved, tmp_path, name):
     path = edited(saved, tmp_path, members={name: b"x"})
-    with pytest.raises(ProjectLoadError, match="refusing member name"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="refusing member name"):
+        load_document(path)
 
 
 def test_traversal_reference_in_header_is_refused(saved, tmp_path):
     path = edited(saved, tmp_path, header={"layers": {"base": "../base.png"}})
-    with pytest.raises(ProjectLoadError, match="missing member"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="missing member"):
+        load_document(path)
 
 
 def test_missing_member(saved, tmp_path):
-    with pytest.raises(ProjectLoadError, match="layers/mask.png"):
-        load_project(edited(saved, tmp_path, drop=["layers/mask.png"]))
+    with pytest.raises(DocumentLoadError, match="layers/mask.png"):
+        load_document(edited(saved, tmp_path, drop=["layers/mask.png"]))
 
 
 def test_declared_size_over_the_limit_is_refused_before_reading(saved, tmp_path):
@@ -182,8 +182,8 @@ def test_declared_size_over_the_limit_is_refused_before_reading(saved, tmp_path)
     cd = data.rfind(b"PK\x01\x02")  # the last central directory entry
     data[cd + 24 : cd + 28] = struct.pack("<I", 2**31)  # its uncompressed size
     (tmp_path / "lie.lcproj").write_bytes(data)
-    with pytest.raises(ProjectLoadError, match="zip bomb"):
-        load_project(tmp_path / "lie.lcproj")
+    with pytest.raises(DocumentLoadError, match="zip bomb"):
+        load_document(tmp_path / "lie.lcproj")
 
 
 def test_member_that_inflates_past_its_declared_size_is_cut_off(saved, tmp_path, monkeypatch):
@@ -201,8 +201,8 @@ def test_member_that_inflates_past_its_declared_size_is_cut_off(saved, tmp_path,
         pos = data.rfind(sig)
         data[pos + off : pos + off + 4] = struct.pack("<I", 200)
     path.write_bytes(data)
-    with pytest.raises(ProjectLoadError, match="latent.npy is damaged: Bad CRC"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="latent.npy is damaged: Bad CRC"):
+        load_document(path)
 
 
 def test_real_zip_bomb_is_refused(saved, tmp_path, monkeypatch):
@@ -211,26 +211,26 @@ def test_real_zip_bomb_is_refused(saved, tmp_path, monkeypatch):
     m["padding.bin"] = b"\0" * (9 * 2**20)
     path = write_zip(tmp_path / "bomb.lcproj", m, method=zipfile.ZIP_DEFLATED)
     assert path.stat().st_size < 100_000
-    with pytest.raises(ProjectLoadError, match="zip bomb"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="zip bomb"):
+        load_document(path)
 
 
 def test_too_many_members(saved, tmp_path):
     m = members_of(saved) | {f"junk/{i}": b"" for i in range(project_mod.MAX_MEMBERS)}
-    with pytest.raises(ProjectLoadError, match="too many members"):
-        load_project(write_zip(tmp_path / "many.lcproj", m))
+    with pytest.raises(DocumentLoadError, match="too many members"):
+        load_document(write_zip(tmp_path / "many.lcproj", m))
 
 
 def test_oversized_file_is_refused_unread(saved, monkeypatch):
     monkeypatch.setattr(project_mod, "MAX_FILE_BYTES", 100)
-    with pytest.raises(ProjectLoadError, match="larger than"):
-        load_project(saved)
+    with pytest.raises(DocumentLoadError, match="larger than"):
+        load_document(saved)
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
 def test_unexpected_compression_is_refused(saved, tmp_path, method):
-    with pytest.raises(ProjectLoadError, match="compressed"):
-        load_project(write_zip(tmp_path / "c.lcproj", members_of(saved), method=method))
+    with pytest.raises(DocumentLoadError, match="compressed"):
+        load_document(write_zip(tmp_path / "c.lcproj", members_of(saved), method=method))
 
 
 def test_duplicate_member_is_refused(saved, tmp_path):
@@ -239,8 +239,8 @@ def test_duplicate_member_is_refused(saved, tmp_path):
         for name, data in members_of(saved).items():
             zf.writestr(name, data)
         zf.writestr("layers/base.png", b"second")
-    with pytest.raises(ProjectLoadError, match="duplicate"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="duplicate"):
+        load_document(path)
 
 
 class Exploit:
@@ -256,8 +256,8 @@ def test_pickled_latent_is_refused_without_running_it(saved, tmp_path):
     buf = io.BytesIO()
     np.save(buf, np.array([Exploit(marker)], dtype=object), allow_pickle=True)
     path = edited(saved, tmp_path, members={"history/0000/latent.npy": buf.getvalue()})
-    with pytest.raises(ProjectLoadError, match="latent.npy"):
-        load_project(path)
+    with pytest.raises(DocumentLoadError, match="latent.npy"):
+        load_document(path)
     assert not marker.exists()
     np.load(io.BytesIO(buf.getvalue()), allow_pickle=True)  # control: the payload is live
     assert marker.exists()
@@ -266,23 +266,23 @@ def test_pickled_latent_is_refused_without_running_it(saved, tmp_path):
 def test_npy_header_promising_a_huge_array_is_refused(saved, tmp_path):
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }"
     npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", 118) + header.ljust(117).encode() + b"\n" + b"\0" * 64
-    with pytest.raises(ProjectLoadError, match="latent.npy"):
-        load_project(edited(saved, tmp_path, members={"history/0000/latent.npy": npy}))
+    with pytest.raises(DocumentLoadError, match="latent.npy"):
+        load_document(edited(saved, tmp_path, members={"history/0000/latent.npy": npy}))
 
 
 def test_npy_header_that_breaks_numpys_parser_is_refused(saved, tmp_path):
     # Found by tests/test_fuzz.py: an unbalanced header makes numpy raise tokenize.TokenError.
     header = ("{'descr': '<f4', 'fortran_order': False, 'shape': (4, }".ljust(117) + "\n").encode()
     npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 16
-    with pytest.raises(ProjectLoadError, match="latent.npy"):
-        load_project(edited(saved, tmp_path, members={"history/0000/latent.npy": npy}))
+    with pytest.raises(DocumentLoadError, match="latent.npy"):
+        load_document(edited(saved, tmp_path, members={"history/0000/latent.npy": npy}))
 
 
 def test_integer_latent_is_refused(saved, tmp_path):
     buf = io.BytesIO()
     np.save(buf, np.arange(4))
-    with pytest.raises(ProjectLoadError, match="float32/float64"):
-        load_project(edited(saved, tmp_path, members={"history/0000/latent.npy": buf.getvalue()}))
+    with pytest.raises(DocumentLoadError, match="float32/float64"):
+        load_document(edited(saved, tmp_path, members={"history/0000/latent.npy": buf.getvalue()}))
 
 
 def png(array, mode=None) -> bytes:
@@ -301,8 +301,8 @@ def png(array, mode=None) -> bytes:
     ],
 )
 def test_bad_layers_are_refused(saved, tmp_path, layer, data):
-    with pytest.raises(ProjectLoadError, match=layer):
-        load_project(edited(saved, tmp_path, members={layer: data}))
+    with pytest.raises(DocumentLoadError, match=layer):
+        load_document(edited(saved, tmp_path, members={layer: data}))
 
 
 @pytest.mark.parametrize(
@@ -319,8 +319,8 @@ def test_bad_layers_are_refused(saved, tmp_path, layer, data):
     ],
 )
 def test_header_fields_are_type_checked(saved, tmp_path, header):
-    with pytest.raises(ProjectLoadError):
-        load_project(edited(saved, tmp_path, header=header))
+    with pytest.raises(DocumentLoadError):
+        load_document(edited(saved, tmp_path, header=header))
 
 
 @pytest.mark.parametrize(
@@ -328,20 +328,20 @@ def test_header_fields_are_type_checked(saved, tmp_path, header):
 )
 def test_not_a_zip(tmp_path, content):
     (tmp_path / "x.lcproj").write_bytes(content)
-    with pytest.raises(ProjectLoadError, match="x.lcproj"):
-        load_project(tmp_path / "x.lcproj")
+    with pytest.raises(DocumentLoadError, match="x.lcproj"):
+        load_document(tmp_path / "x.lcproj")
 
 
 def test_deeply_nested_json_is_refused(saved, tmp_path):
     m = members_of(saved)
     m["project.json"] = b"[" * 100_000 + b"]" * 100_000
-    with pytest.raises(ProjectLoadError, match="project.json"):
-        load_project(write_zip(tmp_path / "deep.lcproj", m))
+    with pytest.raises(DocumentLoadError, match="project.json"):
+        load_document(write_zip(tmp_path / "deep.lcproj", m))
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ProjectLoadError, match="not found"):
-        load_project(tmp_path / "gone.lcproj")
+    with pytest.raises(DocumentLoadError, match="not found"):
+        load_document(tmp_path / "gone.lcproj")
 
 
 # --- autosave and recovery ----------------------------------------------------------------------
@@ -367,9 +367,9 @@ def test_own_live_session_is_not_offered_for_recovery(tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
-from core.project import AutosaveSession, Project
+from core.document import AutosaveSession, Document
 session = AutosaveSession.new(sys.argv[1])
-p = Project.blank(8, model="m.safetensors")
+p = Document.blank(8, model="m.safetensors")
 p.meta["writer"] = "child"
 session.write(p)
 print(session.path)
@@ -387,7 +387,7 @@ def test_session_of_a_dead_process_is_recoverable_and_damaged_ones_skipped(tmp_p
     stray_tmp.write_bytes(b"half a save")
     found = find_recoverable(tmp_path)
     assert [r.path for r in found] == [written]
-    assert load_project(found[0].path).meta == {"writer": "child"}
+    assert load_document(found[0].path).meta == {"writer": "child"}
     assert damaged.exists() and not stray_tmp.exists()
 
 

@@ -7,7 +7,6 @@ latent-canvas-cli project --task inpaint --image cat.png --mask hole.png --hole 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import asdict, fields
@@ -16,17 +15,16 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from core.paths import bundled_model
-from core.prior.params import DENOISE_SOLVERS, INITS, PRIORS, TASKS, ProjectParams
+from core.jobs.params import DENOISE_SOLVERS, INITS, PRIORS, TASKS, ProjectionParams
+from core.paths import BUNDLED_PRIOR, bundled_model
 from core.types import LatentSpace
 
 log = logging.getLogger("latent_canvas.cli")
-BUNDLED_PRIOR = "wdiffusion-cats64.safetensors"
 
 
 def add_parser(sub) -> None:
     """Register the ``project`` subcommand on ``latent-canvas-cli``'s subparsers."""
-    d = SimpleNamespace(**{f.name: f.default for f in fields(ProjectParams)})
+    d = SimpleNamespace(**{f.name: f.default for f in fields(ProjectionParams)})
     pr = sub.add_parser(
         "project", help="projection with a prior: CLIP text, inpainting, similarity, scribble"
     )
@@ -68,7 +66,7 @@ def add_parser(sub) -> None:
 
 
 def _target_and_mask(a: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarray | None]:
-    from core.cli import read_target
+    from core.cli.common import read_target
 
     return (None, None) if a.image is None else read_target(a)
 
@@ -76,7 +74,7 @@ def _target_and_mask(a: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarr
 def _resources(a: argparse.Namespace, G, model_path: Path):
     """(prior model or None, W statistics or None) for the chosen prior."""
     from core.prior.model import load_wdiffusion
-    from core.prior.priors import load_wstats, wstats_path_for
+    from core.prior.wstats import load_wstats, wstats_path_for
 
     model = None
     if a.prior in ("diffusion", "task-guided") or a.prior_model:
@@ -87,16 +85,8 @@ def _resources(a: argparse.Namespace, G, model_path: Path):
     return model, wstats
 
 
-def cmd_project(a: argparse.Namespace) -> int:
-    from core.cli import _load_generator, _perceptual, _progress_bar
-    from core.imageio import save_png
-    from core.jobs.invert import run_to_completion
-    from core.jobs.project import project
-    from core.latents import save_latent
-
-    G, model_path = _load_generator(a.model, a.device)
-    target, mask = _target_and_mask(a)
-    params = ProjectParams(
+def projection_params(a: argparse.Namespace, target, mask) -> ProjectionParams:
+    return ProjectionParams(
         task=a.task,
         prompt=a.prompt,
         target=target,
@@ -120,23 +110,35 @@ def cmd_project(a: argparse.Namespace) -> int:
         seed=a.seed,
         preview_every=max(1, a.steps // 10),
     )
+
+
+def cmd_project(a: argparse.Namespace) -> int:
+    from core.cli.common import load_generator_arg, progress_bar, save_run
+    from core.jobs.projection import project
+    from core.jobs.runner import run_to_completion
+    from core.losses import resolve_perceptual
+
+    G, model_path = load_generator_arg(a.model, a.device)
+    target, mask = _target_and_mask(a)
+    params = projection_params(a, target, mask)
     clip = None
     if a.task == "clip":
         from core.clip import load_clip
 
         clip = load_clip(a.clip, device=a.device, weights=a.clip_weights)
     perc, perc_kind = (
-        (None, "none") if a.task == "clip" else _perceptual(a.perceptual, a.perceptual_weight, a.device)
+        (None, "none")
+        if a.task == "clip"
+        else resolve_perceptual(a.perceptual, a.perceptual_weight, a.device)
     )
     prior_model, wstats = _resources(a, G, model_path)
     started = time.perf_counter()
     job = project(params, G, clip=clip, perceptual_loss=perc, prior_model=prior_model, wstats=wstats)
     result = run_to_completion(
-        job, lambda ev: _progress_bar(ev.step, ev.total, {"task": ev.losses["task"]}, started)
+        job, lambda ev: progress_bar(ev.step, ev.total, f"task {ev.losses['task']:.4f}", started)
     )
     elapsed = time.perf_counter() - started
     out = Path(a.out)
-    skip = ("target", "mask", "init_latent")
     run_info = {
         "command": "project",
         "model": str(model_path),
@@ -146,18 +148,12 @@ def cmd_project(a: argparse.Namespace) -> int:
         "clip": getattr(clip, "name", None),
         "perceptual": perc_kind,
         "seconds": round(elapsed, 3),
-        "params": {k: v for k, v in asdict(params).items() if k not in skip},
+        "params": {k: v for k, v in asdict(params).items() if k not in ("target", "mask", "init_latent")},
         "task_loss": result.task_loss.tolist(),
         "log_density_proxy": None if result.log_density is None else result.log_density.tolist(),
         "loss_history": result.loss_history,
     }
-    for i, img in enumerate(result.images):
-        save_png(img, out / f"result_{i}.png", metadata=run_info["params"])
-    save_png(np.concatenate(list(result.images), axis=1), out / "strip.png")
-    if target is not None:
-        save_png(target, out / "target.png")
-    save_latent(out / "latent.npz", params.space, result.latent, result.ws, {"model": str(model_path)})
-    (out / "run.json").write_text(json.dumps(run_info, indent=1, default=str))
+    save_run(out, run_info, result, target=target, model_path=model_path, indexed=True, strip=True)
     loss = float(result.task_loss.mean())
     print(f"wrote {len(result.images)} samples to {out} in {elapsed:.1f}s; task loss {loss:.4f}")
     return 0

@@ -6,7 +6,7 @@ samples, with a second mapping set as the noise floor and a fitted Gaussian as t
 log-density proxy's range on mapping samples.
 
 Images: realism as KID (and FID) on the bundled tiny CLIP's image features (KID, FID and the
-features are :mod:`core.metrics`'; W-space KID and FD reuse the same estimators),
+features are :mod:`core.evals.metrics`'; W-space KID and FD reuse the same estimators),
 saturation (the seed's "colour artefacts"), and diversity as mean pairwise embedding distance.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from core.metrics import clip_features, fid, kid, procedural_batches
+from core.evals.metrics import clip_features, fid, kid, procedural_batches
 from core.prior import schedule
 from core.prior.model import WDenoiser
 from core.prior.priors import _rows, log_density_proxy

@@ -1,4 +1,5 @@
-"""Latent files (.npz, no pickle): the latent in its space plus the ws it renders, and provenance."""
+"""Latents: where a job starts (the mean w or seeded mapping samples), any latent as the ws synthesis
+consumes, and latent files (.npz, no pickle: the latent in its space, the ws it renders, provenance)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,48 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.errors import JobError
-from core.gan.base import LatentSpace
+from core.gan.base import Generator, LatentSpace
 
 FORMAT = "latent-canvas-latent/1"
+
+
+def start_w(G: Generator, mean: bool, n: int, seed: int, device) -> torch.Tensor:
+    """[n, w_dim] starting ws: the mean w ``n`` times, or the mapping of ``n`` seeded z draws."""
+    if mean:
+        return G.mean_w().to(device).expand(n, -1).clone()
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad():
+        return G.mapping(z)
+
+
+def check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:
+    want = {
+        LatentSpace.Z: (G.z_dim,),
+        LatentSpace.W: (G.w_dim,),
+        LatentSpace.W_PLUS: (G.num_ws, G.w_dim),
+    }[space]
+    if lat.ndim == len(want):
+        lat = lat[None]
+    if tuple(lat.shape[1:]) != want:
+        raise JobError(
+            f"a {space.value} latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}"
+        )
+    return lat
+
+
+def latent_to_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
+    """Any latent -> ws [N, num_ws, w_dim]."""
+    if space is LatentSpace.Z:
+        return G.broadcast(G.mapping(latent))
+    if space is LatentSpace.W:
+        return G.broadcast(latent)
+    return latent
+
+
+# --- files ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

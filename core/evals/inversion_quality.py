@@ -7,9 +7,9 @@
 - Scribble-to-image on the fixed scribbles in ``tests/data/scribbles/`` (RGBA, alpha = painted):
   the error on the painted pixels and the realism (KID on tiny-CLIP features) of the results.
 
-    python -m core.metrics inversion --write-card
-    python -m core.metrics scribble --write-card
-    python -m core.metrics make-scribbles            # rewrites tests/data/scribbles/ (deterministic)
+    python -m core.evals inversion --write-card
+    python -m core.evals scribble --write-card
+    python -m core.evals make-scribbles            # rewrites tests/data/scribbles/ (deterministic)
 
 Each configuration inverts its images as one batch (one target per latent), so a table costs
 ``configs x steps`` generator passes rather than ``images x configs x steps``.
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.imageio import split_scribble
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,9 @@ def held_out_images(n: int, *, resolution: int = 64, start: int = 100) -> np.nda
 def invert_batch(G, targets: np.ndarray, *, space: str, init: str, steps: int, perceptual, mask=None,
                  seed: int = 0, lr: float = 0.05):  # fmt: skip
     """Invert ``targets`` [N, H, W, 3] (one latent each) with the app's job and its default weights."""
-    from core.jobs.invert import invert, run_to_completion
+    from core.jobs.invert import invert
     from core.jobs.params import InvertParams
+    from core.jobs.runner import run_to_completion
 
     params = InvertParams(
         target=targets, mask=mask, space=space, init=init, steps=steps, lr=lr, seed=seed,
@@ -70,7 +73,7 @@ def invert_batch(G, targets: np.ndarray, *, space: str, init: str, steps: int, p
 
 @torch.no_grad()
 def perceptual_distances(loss, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from core.metrics import to_tensor
+    from core.evals.metrics import to_tensor
 
     return loss(to_tensor(b), loss.prepare(to_tensor(a))).cpu().numpy()
 
@@ -141,7 +144,7 @@ def load_scribbles(folder: Path = SCRIBBLE_DIR) -> dict[str, np.ndarray]:
 
     files = sorted(folder.glob("*.png"))
     if not files:
-        raise FileNotFoundError(f"no scribbles in {folder}; run python -m core.metrics make-scribbles")
+        raise FileNotFoundError(f"no scribbles in {folder}; run python -m core.evals make-scribbles")
     return {f.stem: load_image(f, keep_alpha=True) for f in files}
 
 
@@ -157,7 +160,7 @@ def scribble_table(G, scribbles: dict[str, np.ndarray], *, samples: int, steps: 
     """Scribble-to-image with ``samples`` random starts per scribble: painted-pixel error per scribble,
     and the results' realism against held-out real cats (beside G's own samples)."""
     from core.clip import load_clip
-    from core.metrics import clip_features, generator_batches, procedural_batches, realism, to_tensor
+    from core.evals.metrics import clip_features, generator_batches, procedural_batches, realism, to_tensor
 
     per, results = {}, []
     for name, rgba in scribbles.items():
@@ -202,7 +205,9 @@ SWEEP_SETTINGS = (
 def gradient_shares(G, target: np.ndarray, mask, perceptual, **overrides) -> dict[str, float]:
     """Each weighted loss term's gradient norm w.r.t. the starting latent, and its share of their sum
     (what the defaults make each term count for in the first update)."""
-    from core.jobs.invert import image_to_tensor, initial_latent, latent_to_ws, mask_to_tensor
+    from core.gan.latents import latent_to_ws
+    from core.imaging import image_to_tensor, mask_to_tensor
+    from core.jobs.invert import initial_latent
     from core.jobs.params import InvertParams
     from core.losses import masked_l1
 
@@ -245,8 +250,9 @@ def inpaint_holes(n: int, resolution: int = 64, seed: int = 0) -> np.ndarray:
 def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real) -> dict:
     """One setting: scribble paint error (sparse/dense), realism (KID), candidate diversity, time;
     inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
-    from core.jobs.invert import inpaint_params, invert, run_to_completion, scribble_params
-    from core.metrics import clip_features, kid, knn_precision, to_tensor
+    from core.evals.metrics import clip_features, kid, knn_precision, to_tensor
+    from core.jobs.invert import inpaint_params, invert, scribble_params
+    from core.jobs.runner import run_to_completion
 
     cfg = {**SWEEP_BASE, **settings}
     err: dict[str, list[float]] = {"sparse": [], "dense": []}
@@ -289,7 +295,7 @@ def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, r
 
 def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
     from core.clip import load_clip
-    from core.metrics import (
+    from core.evals.metrics import (
         clip_features,
         generator_batches,
         kid,
@@ -313,12 +319,11 @@ def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
         t0 = time.perf_counter()
         rows[name] = sweep_row(G, scribbles, settings, k=k, perceptual=perceptual, clip=clip, real=real)
         log.info("%s: %s (%.0f s)", name, rows[name], time.perf_counter() - t0)
-    target = next(iter(scribbles.values()))
+    target, mask = split_scribble(next(iter(scribbles.values())))
     shares = {
-        "before (L1 10, perc 0.01)": gradient_shares(G, np.ascontiguousarray(target[..., :3]),
-                                                     target[..., 3] / 255.0, perceptual, space="w+"),
-        "L1 1, perc 1": gradient_shares(G, np.ascontiguousarray(target[..., :3]), target[..., 3] / 255.0,
-                                        perceptual, space="w", l1_weight=1.0, perceptual_weight=1.0),
+        "before (L1 10, perc 0.01)": gradient_shares(G, target, mask, perceptual, space="w+"),
+        "L1 1, perc 1": gradient_shares(G, target, mask, perceptual, space="w", l1_weight=1.0,
+                                        perceptual_weight=1.0),
     }  # fmt: skip
     return {
         "reference": "500 eval-split cats (1000..1499); inpainting: eval cats 100..115, seeded holes",
@@ -333,13 +338,13 @@ def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
 
 
 def _uint8_batches(batches):
-    from core.jobs.events import to_uint8
+    from core.imaging import to_uint8
 
     for b in batches:
         yield to_uint8(b)
 
 
-# --- commands (registered by core.metrics) -------------------------------------------------------
+# --- commands (registered by core.evals.metrics) -------------------------------------------------------
 
 
 def _bundled_generators(names):
@@ -350,8 +355,8 @@ def _bundled_generators(names):
 
 
 def cmd_inversion(a: argparse.Namespace) -> int:
+    from core.evals.metrics import write_quality
     from core.losses import make_perceptual_loss
-    from core.metrics import write_quality
     from core.paths import bundled_model
 
     perc = make_perceptual_loss("bundled")
@@ -368,7 +373,7 @@ def cmd_inversion(a: argparse.Namespace) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_card:
         doc = {
-            "command": f"python -m core.metrics inversion --n {a.n} --steps {a.steps} --write-card",
+            "command": f"python -m core.evals inversion --n {a.n} --steps {a.steps} --write-card",
             "images": f"procedural eval split, images 100..{99 + a.n} (held out from training)",
             "steps": a.steps, "optimizer": "adam, lr 0.05", "losses": "L1 x10 + bundled perceptual x0.01",
             "perceptual": "bundled (tiny-CLIP features, LPIPS-style); lower = closer",
@@ -380,8 +385,8 @@ def cmd_inversion(a: argparse.Namespace) -> int:
 
 
 def cmd_scribble(a: argparse.Namespace) -> int:
+    from core.evals.metrics import write_quality
     from core.losses import make_perceptual_loss
-    from core.metrics import write_quality
     from core.paths import bundled_model
 
     (G,) = _bundled_generators([a.model]).values()
@@ -396,14 +401,14 @@ def cmd_scribble(a: argparse.Namespace) -> int:
     print("KID vs real: results {:.4f}, plain G samples {:.4f}".format(*kids))
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_card:
-        cmd = f"python -m core.metrics scribble --samples {a.samples} --steps {a.steps} --write-card"
+        cmd = f"python -m core.evals scribble --samples {a.samples} --steps {a.steps} --write-card"
         write_quality(bundled_model(a.model).with_suffix(".json"), "scribble", {**table, "command": cmd})
     return 0
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    from core.evals.metrics import write_quality
     from core.losses import make_perceptual_loss
-    from core.metrics import write_quality
     from core.paths import bundled_model
 
     (G,) = _bundled_generators([a.model]).values()
@@ -417,7 +422,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     print(table["gradient_shares"])
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_card:
-        cmd = f"python -m core.metrics scribble-sweep --k {a.k} --write-card"
+        cmd = f"python -m core.evals scribble-sweep --k {a.k} --write-card"
         write_quality(
             bundled_model(a.model).with_suffix(".json"), "scribble_sweep", {**table, "command": cmd}
         )

@@ -1,6 +1,6 @@
 """Measure the priors and write the table of docs/prior.md (one command, seeded, CPU-sized).
 
-    python -m core.prior.evaluate --out docs/prior.md --n 12 --steps 40 --threads 1
+    python -m core.evals.prior --out docs/prior.md --n 12 --steps 40 --threads 1
 
 Realism is KID (and FID) on the CLIP image features (the bundled tiny CLIP unless ``--clip``) against
 real images of the procedural data's eval split; saturation is the mean HSV saturation (the seed's
@@ -24,17 +24,16 @@ import numpy as np
 import torch
 
 from core.clip import load_clip
-from core.jobs.invert import run_to_completion
-from core.jobs.project import ProjectParams, project
-from core.metrics import clip_features, fid, kid
+from core.evals.metrics import clip_features, fid, kid
+from core.evals.prior_quality import image_quality, pairwise_distance, real_images, saturation, w_quality
+from core.jobs.params import PRIORS, ProjectionParams
+from core.jobs.projection import project
+from core.jobs.runner import run_to_completion
 from core.models.io import load_generator
-from core.paths import DEFAULT_GENERATOR, bundled_model
-from core.prior.cli import BUNDLED_PRIOR
+from core.models.safe_load import sha256_file
+from core.paths import BUNDLED_PRIOR, DEFAULT_GENERATOR, bundled_model
 from core.prior.model import load_wdiffusion, read_wdiffusion_metadata
-from core.prior.params import PRIORS
-from core.prior.priors import load_wstats, wstats_path_for
-from core.prior.quality import image_quality, pairwise_distance, real_images, saturation, w_quality
-from core.training.common import sha256_file
+from core.prior.wstats import load_wstats, wstats_path_for
 
 log = logging.getLogger("latent_canvas.evaluate")
 
@@ -56,7 +55,7 @@ ABLATIONS = {
 }
 
 
-_JOB = ProjectParams(prompt="defaults")  # the job's own defaults, so the table measures what users get
+_JOB = ProjectionParams(prompt="defaults")  # the job's own defaults, so the table measures what users get
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def perceptual_for_eval(device: str):
     return None, "masked L1 (no perceptual network on this machine)"
 
 
-def run_cell(G, clip, perc, model, wstats, params: ProjectParams, ref_feats: torch.Tensor) -> dict:
+def run_cell(G, clip, perc, model, wstats, params: ProjectionParams, ref_feats: torch.Tensor) -> dict:
     started = time.perf_counter()
     result = run_to_completion(
         project(params, G, clip=clip, perceptual_loss=perc, prior_model=model, wstats=wstats)
@@ -171,18 +170,8 @@ def verdicts(rows: dict[str, dict]) -> dict[str, str]:
     return out
 
 
-def evaluate(cfg: EvalConfig, *, device: str = "cpu", clip_name: str | None = None) -> dict:
-    started = time.perf_counter()
-    gen_path, prior_path = bundled_model(DEFAULT_GENERATOR), bundled_model(BUNDLED_PRIOR)
-    G = load_generator(gen_path, device=device)
-    model = load_wdiffusion(prior_path, device=device)
-    wstats = load_wstats(wstats_path_for(gen_path))
-    clip = load_clip(clip_name, device=device)
-    perc, perc_kind = perceptual_for_eval(device)
-    real = real_images(cfg.real_images, G.resolution)
-    ref_feats = clip_features(clip, real.split(100))
-    log.info("prior quality (W space, images)")
-    facts = {
+def _facts(cfg: EvalConfig, gen_path: Path, prior_path: Path, clip, perc_kind: str, device: str) -> dict:
+    return {
         "generator": gen_path.name,
         "generator_sha256": sha256_file(gen_path),
         "prior": prior_path.name,
@@ -194,16 +183,43 @@ def evaluate(cfg: EvalConfig, *, device: str = "cpu", clip_name: str | None = No
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.__dict__,
     }
+
+
+def _task_tables(cfg: EvalConfig, G, clip, perc, model, wstats, base: ProjectionParams, ref_feats) -> dict:
+    """Per task: one row per prior and ablation, and the verdicts on them."""
+    tasks = {}
+    for task in EVAL_TASKS:
+        rows = {}
+        variants = {**{prior: {"prior": prior} for prior in PRIORS}, **ABLATIONS}
+        for label, overrides in variants.items():
+            log.info("task %s, %s", task, label)
+            params = replace(base, task=task, **overrides)
+            rows[label] = run_cell(G, clip, perc, model, wstats, params, ref_feats)
+        tasks[task] = {"rows": rows, "verdicts": verdicts(rows)}
+    return tasks
+
+
+def evaluate(cfg: EvalConfig, *, device: str = "cpu", clip_name: str | None = None) -> dict:
+    started = time.perf_counter()
+    gen_path, prior_path = bundled_model(DEFAULT_GENERATOR), bundled_model(BUNDLED_PRIOR)
+    G = load_generator(gen_path, device=device)
+    model = load_wdiffusion(prior_path, device=device)
+    wstats = load_wstats(wstats_path_for(gen_path))
+    clip = load_clip(clip_name, device=device)
+    perc, perc_kind = perceptual_for_eval(device)
+    real = real_images(cfg.real_images, G.resolution)
+    ref_feats = clip_features(clip, real.split(100))
+    log.info("prior quality (W space, images)")
+    facts = _facts(cfg, gen_path, prior_path, clip, perc_kind, device)
     wq = w_quality(G, model, n=cfg.w_samples, seed=cfg.seed + 12345)
     iq = image_quality(G, model, n=cfg.prior_images, seed=cfg.seed + 12345, clip=clip, ref_feats=ref_feats)
-    real_sat = float(saturation(real).mean())
     real_split = ref_feats.shape[0] // 2
     iq["real_vs_real"] = {  # the noise floor: two halves of the real set
         "kid": kid(ref_feats[:real_split], ref_feats[real_split:])[0],
         "fid": fid(ref_feats[:real_split], ref_feats[real_split:]),
     }
     target, mask = task_inputs(real)
-    base = ProjectParams(
+    base = ProjectionParams(
         task="clip",
         prompt=cfg.prompt,
         target=target,
@@ -216,22 +232,14 @@ def evaluate(cfg: EvalConfig, *, device: str = "cpu", clip_name: str | None = No
         seed=cfg.seed,
         preview_every=cfg.steps,
     )
-    tasks = {}
-    for task in EVAL_TASKS:
-        rows = {}
-        variants = {**{prior: {"prior": prior} for prior in PRIORS}, **ABLATIONS}
-        for label, overrides in variants.items():
-            log.info("task %s, %s", task, label)
-            params = replace(base, task=task, **overrides)
-            rows[label] = run_cell(G, clip, perc, model, wstats, params, ref_feats)
-        tasks[task] = {"rows": rows, "verdicts": verdicts(rows)}
+    tasks = _task_tables(cfg, G, clip, perc, model, wstats, base, ref_feats)
     ref = reference_row(G, clip, model, ref_feats, cfg.n, cfg.seed)
     facts["seconds"] = round(time.perf_counter() - started, 1)
     return {
         "facts": facts,
         "w_quality": wq,
         "image_quality": iq,
-        "real_saturation": real_sat,
+        "real_saturation": float(saturation(real).mean()),
         "reference": ref,
         "tasks": tasks,
         "target": target,
@@ -280,7 +288,12 @@ def write_report(res: dict, out: Path, *, command: str) -> None:
 
 
 def _report_lines(res: dict, command: str, img_rel: Path) -> list[str]:
-    f, wq, iq = res["facts"], res["w_quality"], res["image_quality"]
+    return [*_quality_lines(res, command), *_w_lines(res), *_projection_lines(res, img_rel)]
+
+
+def _quality_lines(res: dict, command: str) -> list[str]:
+    """The header and section 1's image-realism table."""
+    f, iq = res["facts"], res["image_quality"]
     c = f["config"]
     lines = [
         "# W-space diffusion prior: measurements",
@@ -313,6 +326,13 @@ def _report_lines(res: dict, command: str, img_rel: Path) -> list[str]:
             f"| {name} | {_f(r['kid'], 4)} ± {_f(r['kid_std'], 4)} | {_f(r['fid'])} | "
             f"{_f(r['saturation'])} | {_f(r['diversity'])} |"
         )
+    return lines
+
+
+def _w_lines(res: dict) -> list[str]:
+    """Section 1 continued: the same in W space, denoising, the log-density proxy; section 2's intro."""
+    iq, wq, c = res["image_quality"], res["w_quality"], res["facts"]["config"]
+    lines: list[str] = []
     lines += [
         f"| real images | - | - | {_f(res['real_saturation'])} | - |",
         "",
@@ -359,6 +379,12 @@ def _report_lines(res: dict, command: str, img_rel: Path) -> list[str]:
         "HSV saturation), diversity (mean pairwise CLIP-embedding cosine distance), log-density proxy.",
         "",
     ]
+    return lines
+
+
+def _projection_lines(res: dict, img_rel: Path) -> list[str]:
+    """Section 2: one table and one strip per task."""
+    lines: list[str] = []
     ref = res["reference"]
     lines += [
         "Reading the tables: the CLIP that scores the CLIP task also supplies the realism features, so a",
@@ -398,7 +424,7 @@ def _report_lines(res: dict, command: str, img_rel: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m core.prior.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m core.evals.prior", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="docs/prior.md")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
@@ -414,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     args = sys.argv[1:] if argv is None else argv
-    write_report(res, out, command=" ".join(["python -m core.prior.evaluate", *args]))
+    write_report(res, out, command=" ".join(["python -m core.evals.prior", *args]))
     log.info("wrote %s", out)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from core.cli.common import progress_bar
 from core.errors import LatentCanvasError
 
 
@@ -20,21 +20,12 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be N or WxH, got {text!r}") from None
 
 
-def _bar(step: int, total: int, extra: str, started: float, width: int = 30) -> None:
-    done = int(width * step / max(total, 1))
-    rate = step / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{total} {rate:5.1f} it/s {extra}   ")
-    if step >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def cmd_sdedit(a: argparse.Namespace) -> int:
     from core.imageio import load_image, load_mask, save_png
-    from core.jobs.invert import run_to_completion
+    from core.jobs.params import SDEditParams
+    from core.jobs.runner import run_to_completion
+    from core.jobs.sdedit import sdedit
     from core.sd.model import load_sd_model
-    from core.sd.params import SDEditParams
-    from core.sd.sdedit import sdedit
 
     # The global --device: cpu (default), cuda, mps, or auto (CUDA, else MPS, else CPU).
     model = load_sd_model(a.model, device=a.device, config=a.config, allow_download=a.allow_download)
@@ -60,7 +51,7 @@ def cmd_sdedit(a: argparse.Namespace) -> int:
     out, started = Path(a.out), time.perf_counter()
 
     def on_progress(ev) -> None:
-        _bar(ev.step, ev.total, f"t={ev.losses['timestep']:.0f}", started)
+        progress_bar(ev.step, ev.total, f"t={ev.losses['timestep']:.0f}", started)
         if ev.preview is not None:
             save_png(ev.preview[0], out / "previews" / f"step_{ev.step:04d}.png")
 
@@ -111,16 +102,13 @@ def cmd_models(a: argparse.Namespace) -> int:
         return 0
     if not a.name:
         raise LatentCanvasError("models download needs a NAME (see `latent-canvas-cli models list`)")
+    from core.jobs.runner import run_to_completion
+
     started = time.perf_counter()
     job = manager.download_entry(a.name, dest_dir=Path(a.dest) if a.dest else None)
-    while True:
-        try:
-            ev = next(job)
-        except StopIteration as stop:
-            res = stop.value
-            break
-        if ev.total:
-            _bar(ev.done, ev.total, f"{ev.done / 1e6:.0f} MB", started)
+    res = run_to_completion(
+        job, lambda ev: ev.total and progress_bar(ev.done, ev.total, f"{ev.done / 1e6:.0f} MB", started)
+    )
     print(f"wrote {res.path} (sha256 {res.sha256})")
     return 0
 

@@ -22,19 +22,23 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.jobs.events import CancelToken, Progress, to_uint8
+from core.gan.latents import check_latent_shape, start_w
+from core.imaging import to_uint8
+from core.jobs.events import Progress
+from core.jobs.params import ProjectionParams
+from core.jobs.tasks import make_task
 from core.prior.model import WDenoiser
-from core.prior.params import ProjectParams
-from core.prior.priors import WStats, log_density_proxy, make_prior, wstats_from_generator
+from core.prior.priors import log_density_proxy, make_prior
 from core.prior.samplers import ContinuousDDIM, guided_eps, uniform_times
-from core.prior.tasks import make_task
+from core.prior.wstats import WStats, wstats_from_generator
+from core.types import CancelToken
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ProjectResult:
-    params: ProjectParams
+class ProjectionResult:
+    params: ProjectionParams
     latent: np.ndarray  # w [N, w_dim] or w+ [N, num_ws, w_dim], as params.space
     ws: np.ndarray  # [N, num_ws, w_dim], what synthesis consumed
     images: np.ndarray  # [N, H, W, 3] uint8
@@ -48,26 +52,18 @@ def _ws(G: Generator, w: torch.Tensor) -> torch.Tensor:
     return G.broadcast(w) if w.ndim == 2 else w  # [N, num_ws, w_dim]
 
 
-def initial_w(G: Generator, p: ProjectParams, device) -> torch.Tensor:
+def initial_w(G: Generator, p: ProjectionParams, device) -> torch.Tensor:
     """Starting latents in W units: [N, w_dim], or [N, num_ws, w_dim] in w+."""
     if p.init == "latent":
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
-        want = (G.w_dim,) if p.space is LatentSpace.W else (G.num_ws, G.w_dim)
-        lat = lat[None] if lat.ndim == len(want) else lat
-        if tuple(lat.shape[1:]) != want:
-            raise JobError(f"init_latent must be [N, {', '.join(map(str, want))}], got {list(lat.shape)}")
-        return lat.expand(p.num_samples, *want).clone() if lat.shape[0] == 1 else lat.clone()
-    if p.init == "mean":
-        w = G.mean_w().to(device).expand(p.num_samples, -1).clone()
-    else:
-        gen = torch.Generator().manual_seed(p.seed)
-        with torch.no_grad():
-            w = G.mapping(torch.randn(p.num_samples, G.z_dim, generator=gen).to(device))
+        lat = check_latent_shape(G, p.space, lat)
+        return lat.expand(p.num_samples, *lat.shape[1:]).clone() if lat.shape[0] == 1 else lat.clone()
+    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
 
 
 def project(
-    params: ProjectParams,
+    params: ProjectionParams,
     G: Generator,
     *,
     clip=None,
@@ -75,8 +71,8 @@ def project(
     prior_model: WDenoiser | None = None,
     wstats: WStats | None = None,
     cancel: CancelToken | None = None,
-) -> Gen[Progress, None, ProjectResult]:
-    """Run a projection; yields :class:`Progress` every step and returns a :class:`ProjectResult`.
+) -> Gen[Progress, None, ProjectionResult]:
+    """Run a projection; yields :class:`Progress` every step and returns a :class:`ProjectionResult`.
 
     Args:
         params: every input of the job.
@@ -117,7 +113,7 @@ def project(
     return (yield from _alternate(p, G, task, prior, prior_model, cancel))
 
 
-def _alternate(p: ProjectParams, G, task, prior, model, cancel) -> Gen[Progress, None, ProjectResult]:
+def _alternate(p: ProjectionParams, G, task, prior, model, cancel) -> Gen[Progress, None, ProjectionResult]:
     gen = torch.Generator().manual_seed(p.seed + 1)  # the diffusion updates' noise
     w = initial_w(G, p, G.device_of()).requires_grad_(True)  # [N, w_dim] or [N, num_ws, w_dim]
     opt = torch.optim.Adam([w], lr=p.lr)
@@ -142,7 +138,9 @@ def _alternate(p: ProjectParams, G, task, prior, model, cancel) -> Gen[Progress,
     return _result(G, p, w, task, model, history, cancelled=False)
 
 
-def _task_guided(p: ProjectParams, G, task, model: WDenoiser, cancel) -> Gen[Progress, None, ProjectResult]:
+def _task_guided(
+    p: ProjectionParams, G, task, model: WDenoiser, cancel
+) -> Gen[Progress, None, ProjectionResult]:
     if (model.cfg.space == "w") != (p.space is LatentSpace.W):
         raise JobError(f"task-guided diffusion runs in the prior's own space ({model.cfg.space})")
     gen = torch.Generator().manual_seed(p.seed)
@@ -173,7 +171,9 @@ def _w_units(model: WDenoiser, x: torch.Tensor) -> torch.Tensor:
     return w if model.cfg.space == "w" else w.view(-1, model.cfg.num_ws, model.cfg.w_dim)
 
 
-def _progress(p: ProjectParams, step: int, losses: dict, images: torch.Tensor, w: torch.Tensor) -> Progress:
+def _progress(
+    p: ProjectionParams, step: int, losses: dict, images: torch.Tensor, w: torch.Tensor
+) -> Progress:
     show = step % p.preview_every == 0 or step == p.steps
     return Progress(
         step,
@@ -185,13 +185,13 @@ def _progress(p: ProjectParams, step: int, losses: dict, images: torch.Tensor, w
 
 
 @torch.no_grad()
-def _result(G, p: ProjectParams, w, task, model, history, *, cancelled: bool) -> ProjectResult:
+def _result(G, p: ProjectionParams, w, task, model, history, *, cancelled: bool) -> ProjectionResult:
     w = w.detach()
     ws = _ws(G, w)
     images = G.synthesis(ws)
     task_loss = task(images)
     density = log_density_proxy(model, w).cpu().numpy() if model is not None else None
-    return ProjectResult(
+    return ProjectionResult(
         params=p,
         latent=w.cpu().numpy().copy(),
         ws=ws.cpu().numpy().copy(),
@@ -203,4 +203,4 @@ def _result(G, p: ProjectParams, w, task, model, history, *, cancelled: bool) ->
     )
 
 
-__all__ = ["ProjectParams", "ProjectResult", "initial_w", "project"]
+__all__ = ["ProjectionParams", "ProjectionResult", "initial_w", "project"]

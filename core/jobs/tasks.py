@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 
 from core.errors import JobError
-from core.jobs.invert import image_to_tensor, mask_to_tensor
+from core.imaging import image_to_tensor, mask_to_tensor
+from core.jobs.params import ProjectionParams
 from core.losses import masked_l1
-from core.prior.params import ProjectParams
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def image_task(
     return loss
 
 
-def make_task(p: ProjectParams, resolution: int, device, *, clip=None, perceptual_loss=None) -> TaskLoss:
+def make_task(p: ProjectionParams, resolution: int, device, *, clip=None, perceptual_loss=None) -> TaskLoss:
     """The loss of ``p.task`` for a generator of ``resolution``.
 
     Without a perceptual network the image tasks fall back to masked L1 (logged), so they still run

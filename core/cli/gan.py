@@ -1,0 +1,166 @@
+"""``latent-canvas-cli invert`` (inversion, scribble-to-image, inpainting) and ``interpolate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from core.cli.common import format_losses, load_generator_arg, progress_bar, read_target, save_run
+from core.types import LatentSpace
+
+# Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
+_MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("spread", "spread_weight"),
+                 ("perceptual_weight", "perceptual_weight"), ("starts", "starts"))  # fmt: skip
+
+
+def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None) -> None:
+    """Unset options take the defaults of the job's mode: scribble, inpaint (--hole) or plain inversion."""
+    from core.jobs.params import MODE_DEFAULTS
+
+    mode = "scribble" if a.scribble else "inpaint" if a.hole and mask is not None else "invert"
+    for opt, key in _MODE_OPTIONS:
+        if getattr(a, opt) is None:
+            setattr(a, opt, MODE_DEFAULTS[mode][key])
+
+
+def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | None, has_perceptual: bool):
+    """The :class:`~core.jobs.params.InvertParams` the arguments ask for (mode defaults applied)."""
+    from core.jobs.params import InvertParams
+
+    return InvertParams(
+        target=target,
+        mask=mask,
+        space=LatentSpace(a.space),
+        init=a.init,
+        l1_weight=a.l1,
+        perceptual_weight=a.perceptual_weight if has_perceptual else 0.0,
+        l2_delta_weight=a.l2,
+        spread_weight=a.spread,
+        w_prior_weight=a.w_prior,
+        starts=max(a.starts, a.samples) if a.starts else 0,
+        start_steps=a.start_steps,
+        realism_weight=a.realism_weight,
+        paste_back=bool(a.hole and mask is not None),
+        optimizer=a.optimizer,
+        steps=a.steps,
+        lr=a.lr,
+        seed=a.seed,
+        num_samples=a.samples,
+        preview_every=max(1, a.steps // 20),
+    )
+
+
+def cmd_invert(a: argparse.Namespace) -> int:
+    import torch
+
+    from core.jobs.invert import invert
+    from core.jobs.runner import run_to_completion
+    from core.losses import resolve_perceptual
+
+    torch.manual_seed(a.seed)
+    G, model_path = load_generator_arg(a.model, a.device)
+    target, mask = read_target(a)
+    apply_mode_defaults(a, mask)
+    perc, perc_kind = resolve_perceptual(a.perceptual, a.perceptual_weight, a.device)
+    params = invert_params(a, target, mask, perc is not None)
+    started = time.perf_counter()
+    job = invert(params, G, perceptual_loss=perc)
+    result = run_to_completion(
+        job, lambda ev: progress_bar(ev.step, ev.total, format_losses(ev.losses), started)
+    )
+    elapsed = time.perf_counter() - started
+    out = Path(a.out)
+    run_info = {
+        "command": "invert",
+        "model": str(model_path),
+        "image": str(a.image),
+        "mask": str(a.mask) if a.mask else None,
+        "perceptual": perc_kind,
+        "seconds": round(elapsed, 3),
+        "params": {k: v for k, v in asdict(params).items() if k not in ("target", "mask", "init_latent")},
+        "loss_history": result.loss_history,
+    }
+    save_run(out, run_info, result, target=target, model_path=model_path, indexed=False)
+    final = result.loss_history[-1]
+    print(f"wrote {out} in {elapsed:.1f}s; final loss " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))
+    return 0
+
+
+def cmd_interpolate(a: argparse.Namespace) -> int:
+    from core.gan.latents import load_latent
+    from core.imageio import save_png
+    from core.jobs.interpolate import Interpolator
+
+    files = [load_latent(p) for p in a.latents]
+    spaces = {f.space for f in files}
+    # Mixed spaces meet in w+, which every latent can be expressed in.
+    space, lats = (
+        (files[0].space, [f.latent[0] for f in files])
+        if len(spaces) == 1
+        else (
+            LatentSpace.W_PLUS,
+            [f.ws[0] for f in files],
+        )
+    )
+    G, model_path = load_generator_arg(a.model or files[0].meta.get("model"), a.device)
+    frames = Interpolator(G, lats, space).frames(a.frames)
+    out = Path(a.out)
+    for i, fr in enumerate(frames):
+        save_png(fr, out / f"frame_{i:03d}.png")
+    strip = np.concatenate(list(frames), axis=1)
+    save_png(strip, out / "strip.png")
+    run_info = {
+        "command": "interpolate",
+        "latents": [str(p) for p in a.latents],
+        "model": str(model_path),
+        "space": space.value,
+        "method": "slerp" if space is LatentSpace.Z else "lerp",
+        "frames": a.frames,
+    }
+    (out / "run.json").write_text(json.dumps(run_info, indent=1))
+    print(f"wrote {len(frames)} frames ({space.value}) to {out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Register ``invert`` and ``interpolate`` on ``latent-canvas-cli``'s subparsers."""
+    inv = sub.add_parser("invert", help="invert an image (or a scribble, or inpaint) into the GAN")
+    inv.add_argument("--image", required=True, help="target image (PNG/JPEG/WebP/BMP/TIFF)")
+    inv.add_argument("--mask", help="mask image: loss only where white/opaque")
+    inv.add_argument("--hole", action="store_true", help="the mask marks a hole to fill (inpainting)")
+    inv.add_argument("--scribble", action="store_true", help="image is an RGBA scribble; alpha = mask")
+    inv.add_argument("--space", choices=[s.value for s in LatentSpace], help="default: the mode's")
+    inv.add_argument("--init", choices=["mean", "random"], help="default: the mode's")
+    inv.add_argument("--steps", type=int, default=500)
+    inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    inv.add_argument("--lr", type=float, default=0.05)
+    inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
+    inv.add_argument("--perceptual-weight", type=float, help="default: the mode's")
+    inv.add_argument(
+        "--perceptual",
+        default="auto",
+        help="auto, lpips-vgg, lpips-alex, vgg-conv5, vgg19-conv3_1 (the seed's), bundled, none",
+    )
+    inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
+    inv.add_argument("--spread", type=float, help="w+ layer-spread penalty weight (default: the mode's)")
+    inv.add_argument("--w-prior", type=float, default=0.0, help="W log-density proxy weight")
+    inv.add_argument("--starts", type=int, help="multi-start: random starts (0: off; default: the mode's)")
+    inv.add_argument("--start-steps", type=int, default=20, help="steps before the best --samples are kept")
+    inv.add_argument("--realism-weight", type=float, default=1.0, help="W proxy weight when picking starts")
+    inv.add_argument("--samples", type=int, default=1, help="latents optimised together")
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--model", help="generator file (.safetensors or StyleGAN2-ADA .pkl)")
+    inv.add_argument("--out", required=True)
+    inv.set_defaults(func=cmd_invert)
+
+    itp = sub.add_parser("interpolate", help="frames between two or more latent .npz files")
+    itp.add_argument("latents", nargs="+", help="two or more latent.npz files")
+    itp.add_argument("--frames", type=int, default=16)
+    itp.add_argument("--model", help="generator file (default: the one the first latent names)")
+    itp.add_argument("--out", required=True)
+    itp.set_defaults(func=cmd_interpolate)

@@ -1,0 +1,3 @@
+from core.evals.cli import main
+
+raise SystemExit(main())
