@@ -18,7 +18,9 @@ failure is a :class:`DocumentLoadError`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import enum
 import io
 import json
 import logging
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -68,17 +71,76 @@ class DocumentLoadError(LatentCanvasError):
     """A project file is missing, damaged, too large, of an unknown version, or not a project at all."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: entries hold arrays
 class HistoryEntry:
-    """One finished (or stopped) job: what was asked and what came out."""
+    """One finished (or stopped) job: what was asked and what came out. The app's history list holds
+    these; a saved document keeps each entry's selected sample (image, latent row, ws row)."""
 
-    kind: str  # the job kind, e.g. "invert"
+    kind: str  # the job kind: "invert" | "project" | "sdedit" | ...
     params: dict  # every JSON-able parameter of the job (arrays are stored separately)
     seed: int
-    latent: np.ndarray | None = field(default=None, repr=False)  # float32, in the job's latent space
+    images: np.ndarray | None = field(default=None, repr=False)  # [N, H, W, 3] uint8, one per sample
+    latent: np.ndarray | None = field(default=None, repr=False)  # float32 [N, ...], the job's latent space
     ws: np.ndarray | None = field(default=None, repr=False)  # float32 [N, num_ws, w_dim]
-    image: np.ndarray | None = field(default=None, repr=False)  # [H, W, 3] uint8 result
+    space: str | None = None  # the latent space of ``latent`` ("z", "w", "w+")
+    cancelled: bool = False
+    selected: int = 0  # which sample of a variations grid is "the" result
+    losses: list[dict[str, float]] = field(default_factory=list, repr=False)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+
+    @property
+    def image(self) -> np.ndarray | None:
+        """The selected sample [H, W, 3], or None when the entry has no image."""
+        return None if self.images is None else self.images[self.selected]
+
+    def label(self, index: int) -> str:
+        tag = {"invert": self.space or "gan", "project": self.params.get("prior", "prior"), "sdedit": "sd"}
+        n = f" ×{len(self.images)}" if self.images is not None and len(self.images) > 1 else ""
+        return f"#{index} {tag.get(self.kind, self.kind)}{n}" + (" (stopped)" if self.cancelled else "")
+
+    def selected_ws(self) -> np.ndarray | None:
+        return None if self.ws is None else self.ws[self.selected]
+
+    def kept(self) -> HistoryEntry:
+        """The entry as a document stores it: the selected sample only."""
+        row = slice(self.selected, self.selected + 1)
+        return HistoryEntry(
+            self.kind, self.params, self.seed,
+            images=None if self.images is None else self.images[row],
+            latent=None if self.latent is None else np.asarray(self.latent[row], np.float32),
+            ws=None if self.ws is None else np.asarray(self.ws[row], np.float32),
+            space=self.space, cancelled=self.cancelled, created=self.created,
+        )  # fmt: skip
+
+
+def scalar_params(params: Any) -> dict[str, Any]:
+    """The JSON-ready scalars of a job's params dataclass: arrays (target, mask, latents) are left out."""
+    out = {}
+    for f in dataclasses.fields(params):
+        v = getattr(params, f.name)
+        if isinstance(v, enum.Enum):
+            v = v.value
+        if v is None or isinstance(v, str | int | float | bool):
+            out[f.name] = v
+    return out
+
+
+def entry_from_result(kind: str, result: Any, *, cancelled: bool) -> HistoryEntry:
+    """A history entry from a job's result (every result has ``params`` and ``images``; GAN results
+    also ``ws`` and ``latent``)."""
+    params = result.params
+    space = getattr(params, "space", None)
+    return HistoryEntry(
+        kind=kind,
+        params=scalar_params(params),
+        seed=int(getattr(params, "seed", 0)),
+        images=np.asarray(result.images),
+        ws=getattr(result, "ws", None),
+        latent=getattr(result, "latent", None),
+        space=getattr(space, "value", space),
+        cancelled=cancelled,
+        losses=list(getattr(result, "loss_history", [])),
+    )
 
 
 @dataclass
@@ -137,14 +199,17 @@ def _members(p: Document) -> tuple[dict, dict[str, Callable[[], bytes]]]:
     files = {f"layers/{k}.png": partial(_png_bytes, a, LAYER_MODES[k]) for k, a in arrays.items()}
     history = []
     for i, e in enumerate(p.history):
+        samples = 0 if e.images is None else len(e.images)
+        e = e.kept()  # the selected sample
         entry = {"kind": e.kind, "params": e.params, "seed": int(e.seed), "created": e.created}
+        entry.update(space=e.space, cancelled=e.cancelled, samples=samples)
         for key, arr in (("latent", e.latent), ("ws", e.ws)):
             if arr is not None:
                 entry[key] = f"history/{i:04d}/{key}.npy"
                 files[entry[key]] = partial(_npy_bytes, arr)
-        if e.image is not None:
+        if e.images is not None:
             entry["image"] = f"history/{i:04d}/image.png"
-            files[entry["image"]] = partial(_png_bytes, e.image, "RGB")
+            files[entry["image"]] = partial(_png_bytes, e.images[0], "RGB")
         history.append(entry)
     h, w = p.base.shape[:2]
     header = {
@@ -318,10 +383,18 @@ def _read_size(path: Path, header: dict) -> tuple[int, int]:
 def _read_entry(reader: _Reader, raw: object, i: int) -> HistoryEntry:
     path = reader.path
     e = _expect(path, raw, dict, f"history[{i}]")
+    params = _expect(path, e.get("params"), dict, f"history[{i}].params")
+    if "cancelled" not in e:  # written before the entry kept these fields of its own, in its params
+        params = dict(params)
+        e = {**e, "cancelled": params.pop("cancelled", False), "space": params.get("space")}
+        params.pop("samples", None)
+    space = e.get("space")
     entry = HistoryEntry(
         kind=_expect(path, e.get("kind"), str, f"history[{i}].kind"),
-        params=_expect(path, e.get("params"), dict, f"history[{i}].params"),
+        params=params,
         seed=_expect(path, e.get("seed"), int, f"history[{i}].seed"),
+        space=None if space is None else _expect(path, space, str, f"history[{i}].space"),
+        cancelled=_expect(path, e.get("cancelled"), bool, f"history[{i}].cancelled"),
         created=_expect(path, e.get("created", ""), str, f"history[{i}].created"),
     )
     if e.get("latent") is not None:
@@ -329,7 +402,7 @@ def _read_entry(reader: _Reader, raw: object, i: int) -> HistoryEntry:
     if e.get("ws") is not None:
         entry.ws = reader.npy(e["ws"])
     if e.get("image") is not None:
-        entry.image = reader.png(e["image"], "RGB", None)
+        entry.images = reader.png(e["image"], "RGB", None)[None]
     return entry
 
 

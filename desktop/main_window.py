@@ -34,8 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.document import HistoryEntry, entry_from_result
 from desktop.canvas import MASK_COLOUR, Canvas, ImageView, Layer, Tool, qimage_from_rgb
-from desktop.history import HistoryEntry, entry_from_result
 from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel
 from desktop.widgets import ColourButton, LossPlot
 from desktop.worker import JobRequest, MsgKind, Worker, WorkerMessage
@@ -582,19 +582,8 @@ class MainWindow(QMainWindow):
 
     def to_project(self):
         from core.document import Document
-        from core.document import HistoryEntry as SavedEntry
 
-        history = []
-        for e in self.history_entries:
-            keep = slice(e.selected, e.selected + 1)  # the picked sample: image, latent and ws agree
-            params = {**e.params, "cancelled": e.cancelled, "samples": len(e.images), "space": e.space}
-            history.append(
-                SavedEntry(
-                    kind=e.kind, params=params, seed=e.seed, image=e.image,
-                    latent=None if e.latent is None else np.asarray(e.latent[keep], np.float32),
-                    ws=None if e.ws is None else np.asarray(e.ws[keep], np.float32),
-                )
-            )  # fmt: skip
+        history = list(self.history_entries)  # the document keeps each entry's selected sample
         meta = {"brush_size": self.canvas.brush_size, "tab": self.tabs.currentIndex()}
         return Document(
             base=self.canvas.base_rgb(),
@@ -659,19 +648,7 @@ class MainWindow(QMainWindow):
         self.canvas.undo_stack.clear()
         self.history.clear()
         self.history_entries = []
-        for saved in project.history:
-            params = dict(saved.params)
-            entry = HistoryEntry(
-                kind=saved.kind,
-                images=saved.image[None],
-                params=params,
-                seed=saved.seed,
-                ws=saved.ws,
-                latent=saved.latent,
-                space=params.pop("space", None),
-                cancelled=bool(params.pop("cancelled", False)),
-            )
-            params.pop("samples", None)
+        for entry in project.history:
             self.add_result(entry)
         self._dirty = self._unsaved = False
 

@@ -163,18 +163,19 @@ class Worker(QThread):
 
     def _drive(self, req: JobRequest, job) -> None:
         """Run a core job generator to its end, forwarding throttled progress and the result."""
+        from core.jobs.runner import run_to_completion
+
         last_emit = 0.0
-        while True:
-            try:
-                ev = next(job)
-            except StopIteration as stop:
-                result = stop.value
-                break
+
+        def forward(ev) -> None:
+            nonlocal last_emit
             now = time.perf_counter()
             # Previews at most every preview_interval: the GUI repaints, it does not queue up.
             if ev.preview is not None and (now - last_emit >= self._preview_interval or ev.step == ev.total):
                 self._emit(MsgKind.PROGRESS, req.job_id, ev)
                 last_emit = now
+
+        result = run_to_completion(job, forward)
         self._emit(MsgKind.CANCELLED if result.cancelled else MsgKind.RESULT, req.job_id, result)
 
     def _require_generator(self) -> None:

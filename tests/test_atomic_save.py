@@ -114,16 +114,19 @@ def run_kills(kind: str, name: str, check, tmp_path: Path) -> dict:
     return stats
 
 
+@pytest.mark.slow
 def test_killing_a_project_save_keeps_a_complete_file(tmp_path):
     stats = run_kills("project", "session.lcproj", check_project, tmp_path)
     assert stats["mid_save"] >= ITERATIONS // 2  # the kills really landed inside saves
 
 
+@pytest.mark.slow
 def test_killing_a_png_save_keeps_a_complete_file(tmp_path):
     stats = run_kills("png", "result.png", check_png, tmp_path)
     assert stats["mid_save"] >= ITERATIONS // 2
 
 
+@pytest.mark.slow
 def test_control_naive_writer_is_caught(tmp_path):
     # Without temp + replace, some kill leaves a torn file: the checks above would see it.
     target, torn = tmp_path / "naive.png", 0

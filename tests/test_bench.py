@@ -2,7 +2,11 @@
 
 import math
 
+import pytest
+
 from bench.__main__ import main
+
+pytestmark = pytest.mark.slow  # the benchmark suite's smoke runs: tens of seconds
 
 
 def test_bench_quick_runs_and_prints_tables(capsys, tmp_path, monkeypatch):

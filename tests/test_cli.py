@@ -22,6 +22,7 @@ def setup(tmp_path):
     return tmp_path, model, a, b
 
 
+@pytest.mark.slow
 def test_invert_writes_everything(setup, capsys):
     tmp, model, a, _ = setup
     out = tmp / "out"
@@ -38,6 +39,7 @@ def test_invert_writes_everything(setup, capsys):
     assert "30/30" in capsys.readouterr().err  # the progress bar
 
 
+@pytest.mark.slow
 def test_scribble_and_interpolate(setup):
     tmp, model, a, b = setup
     rgba = np.zeros((16, 16, 4), np.uint8)
@@ -57,6 +59,7 @@ def test_scribble_and_interpolate(setup):
     assert run["frames"] == 5 and run["method"] == "lerp" and run["model"] == str(model)
 
 
+@pytest.mark.slow
 def test_mask_and_hole_select_where_the_loss_looks(setup):
     """--mask: loss only where the mask is white; --hole: the mask marks a hole, loss everywhere else.
     Repainting the ignored half of the image must leave the logged loss exactly as it was."""

@@ -185,6 +185,7 @@ def test_training_captions_match_bank_order():
     assert caps == expected
 
 
+@pytest.mark.slow
 def test_trainer_steps_resumes_exactly_and_exports(tmp_path):
     cfg = clip_training.TrainConfig(**TRAIN)
     trainer = clip_training.ClipTrainer(cfg, torch.device("cpu"), _bank())

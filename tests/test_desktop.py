@@ -87,6 +87,7 @@ def test_zoom_keeps_the_point_under_the_cursor(window):
     assert c.zoom == 1.0
 
 
+@pytest.mark.slow
 def test_scribble_job_runs_and_shows_progress(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(12)
@@ -163,6 +164,7 @@ def test_live_mode_reruns_after_a_stroke_warm_started(window, qtbot):
     assert sent[-1].params.init == "latent"  # warm start from the previous result
 
 
+@pytest.mark.slow
 def test_interpolation_slider_between_two_results(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(4)
@@ -359,6 +361,7 @@ def test_image_opened_while_the_model_loads_survives_its_arrival(qtbot, tmp_path
     w.worker.stop()
 
 
+@pytest.mark.slow
 def test_prior_panel_runs_a_scribble_projection(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     p = window.prior_panel
@@ -373,6 +376,7 @@ def test_prior_panel_runs_a_scribble_projection(window, qtbot):
     assert entry.kind == "project" and entry.images.shape[0] == 2 and entry.ws is not None
 
 
+@pytest.mark.slow
 def test_sd_panel_runs_sdedit_on_a_tiny_pipeline(window, qtbot, tmp_path, monkeypatch):
     import core.jobs.sdedit
     from core.sd.tiny import write_tiny_pipeline

@@ -46,7 +46,7 @@ def sample_project(size: int = 16) -> Document:
             seed=7,
             latent=rng.standard_normal((1, 6, 8)).astype(np.float32),
             ws=rng.standard_normal((1, 6, 8)),
-            image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+            images=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)[None],
         ),
         HistoryEntry("interpolate", {"t": 0.5}, seed=0),
     ]
@@ -82,7 +82,7 @@ def test_round_trip(saved):
     np.testing.assert_array_equal(q.history[0].latent, p.history[0].latent)
     np.testing.assert_allclose(q.history[0].ws, p.history[0].ws, rtol=1e-6)  # stored as float32
     np.testing.assert_array_equal(q.history[0].image, p.history[0].image)
-    assert q.history[1].latent is None and q.history[1].image is None
+    assert q.history[1].latent is None and q.history[1].images is None
 
 
 def test_archive_layout(saved):
@@ -393,3 +393,40 @@ def test_session_of_a_dead_process_is_recoverable_and_damaged_ones_skipped(tmp_p
 
 def test_no_autosave_dir_means_nothing_to_recover(tmp_path):
     assert find_recoverable(tmp_path / "never-created") == []
+
+
+def test_an_entry_keeps_its_selected_sample_and_its_state(tmp_path):
+    rng = np.random.default_rng(5)
+    grid = HistoryEntry(
+        "invert", {"steps": 3}, seed=2,
+        images=rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8),
+        latent=rng.standard_normal((4, 3, 8)).astype(np.float32),
+        ws=rng.standard_normal((4, 3, 8)).astype(np.float32),
+        space="w+", cancelled=True, selected=2,
+    )  # fmt: skip
+    p = Document.blank(8)
+    p.history.append(grid)
+    q = load_document(save_document(p, tmp_path / "grid.lcproj")).history[0]
+    np.testing.assert_array_equal(q.image, grid.image)
+    np.testing.assert_array_equal(q.latent, grid.latent[2:3])
+    np.testing.assert_array_equal(q.ws, grid.ws[2:3])
+    assert (q.space, q.cancelled, q.selected, q.params) == ("w+", True, 0, {"steps": 3})
+    header = json.loads(members_of(tmp_path / "grid.lcproj")["project.json"])
+    assert header["history"][0]["samples"] == 4
+
+
+def test_entries_written_before_they_had_their_own_state_still_read(tmp_path):
+    """Files from before 2026-12-02 kept space, cancelled and samples inside params."""
+    p = Document.blank(8)
+    p.history.append(HistoryEntry("invert", {"space": "w", "cancelled": True, "samples": 4}, seed=1))
+    path = save_document(p, tmp_path / "old.lcproj")
+    m = members_of(path)
+    header = json.loads(m["project.json"])
+    for key in ("space", "cancelled", "samples"):
+        del header["history"][0][key]
+    m["project.json"] = json.dumps(header).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in m.items():
+            zf.writestr(name, data)
+    q = load_document(path).history[0]
+    assert (q.space, q.cancelled, q.params) == ("w", True, {"space": "w"})

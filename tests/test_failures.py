@@ -14,6 +14,7 @@ import torch
 
 from core.jobs.invert import invert
 from core.jobs.params import InvertParams
+from core.jobs.runner import run_to_completion
 from core.types import CancelToken
 from tests.conftest import tiny_stylegan
 
@@ -145,13 +146,6 @@ def test_every_job_failing_never_kills_the_worker(qtbot, run_worker):
 def test_cancel_stops_within_one_step(cancel_after):
     token = CancelToken()
     job = invert(InvertParams(target=TARGET, steps=1000, perceptual_weight=0), tiny_stylegan(), cancel=token)
-    while True:
-        try:
-            ev = next(job)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        if ev.step == cancel_after:
-            token.cancel()
+    result = run_to_completion(job, lambda ev: ev.step == cancel_after and token.cancel())
     # The job ended right after the step during which cancel was asked: no further step ran.
     assert result.cancelled and len(result.loss_history) == cancel_after

@@ -135,6 +135,7 @@ def check_image(name: str, data: bytes, workdir: Path, keep_alpha: bool) -> None
     OUTCOMES[name]["loaded"] += 1
 
 
+@pytest.mark.slow
 def test_image_loader_on_mutated_files(workdir):
     @fuzz_settings(2500)
     @given(sample=st.sampled_from(sorted(SAMPLES)), ops=mutations, keep_alpha=st.booleans())
@@ -146,6 +147,7 @@ def test_image_loader_on_mutated_files(workdir):
     run_counted("image: mutated files", fuzz, LONG or 2500)
 
 
+@pytest.mark.slow
 def test_image_loader_on_pngs_with_valid_checksums(workdir):
     header_field = st.tuples(st.sampled_from([16, 20, 24, 25, 26, 28]), st.integers(0, 10))
 
@@ -189,7 +191,7 @@ def sample_project() -> Document:
             seed=3,
             latent=rng.standard_normal((1, 4, 8)).astype(np.float32),
             ws=rng.standard_normal((1, 4, 8)).astype(np.float32),
-            image=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+            images=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)[None],
         )
     )
     p.history.append(HistoryEntry("invert", {"space": "z"}, seed=4))
@@ -215,6 +217,7 @@ def check_project(name: str, data: bytes, workdir: Path) -> None:
     OUTCOMES[name]["loaded"] += 1
 
 
+@pytest.mark.slow
 def test_project_loader_on_mutated_bytes(workdir, project_bytes):
     @fuzz_settings(800)
     @given(ops=mutations)
@@ -318,6 +321,7 @@ def apply_edits(project_bytes: bytes, edits) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_project_loader_on_structured_edits(workdir, project_bytes):
     @fuzz_settings(600)
     @given(edits=st.lists(edit, min_size=1, max_size=5))

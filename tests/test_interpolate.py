@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from core.gan.base import LatentSpace
@@ -27,6 +28,7 @@ def test_path_hits_every_latent():
     assert torch.allclose(p[0], lats[0]) and torch.allclose(p[2], lats[1]) and torch.allclose(p[4], lats[2])
 
 
+@pytest.mark.slow
 def test_interpolator_endpoints_equal_inputs(G):
     for space in LatentSpace:
         if space is LatentSpace.Z:

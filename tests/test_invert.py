@@ -21,6 +21,7 @@ def run(G, **kw):
     return run_to_completion(invert(InvertParams(**kw), G))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", list(LatentSpace))
 @pytest.mark.parametrize("init", ["mean", "random"])
 def test_each_space_reduces_loss(G, space, init):
@@ -38,11 +39,13 @@ def test_each_space_reduces_loss(G, space, init):
     assert res.images.shape == (n, G.resolution, G.resolution, 3) and res.images.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_lbfgs_reduces_loss(G):
     res = run(G, target=target_from(G), space="w+", optimizer="lbfgs", steps=15)
     assert res.loss_history[-1]["l1"] < 0.5 * res.loss_history[0]["l1"]
 
 
+@pytest.mark.slow
 def test_w_plus_fits_better_than_z(G):
     tgt = target_from(G, seed=7)
     z = run(G, target=tgt, space="z", steps=60, lr=0.05).loss_history[-1]["l1"]
@@ -50,6 +53,7 @@ def test_w_plus_fits_better_than_z(G):
     assert wp < z
 
 
+@pytest.mark.slow
 def test_masked_loss_ignores_pixels_outside_mask(G):
     tgt = target_from(G)
     mask = np.zeros(tgt.shape[:2], np.float32)
@@ -89,6 +93,7 @@ def test_previews_every_k_steps(G):
     assert events[2].latent.shape == (1, G.num_ws, G.w_dim)
 
 
+@pytest.mark.slow
 def test_batch_of_samples_are_independent(G):
     tgt = target_from(G)
     one = run(G, target=tgt, space="w+", init="random", seed=5, steps=5)
@@ -98,6 +103,7 @@ def test_batch_of_samples_are_independent(G):
     np.testing.assert_allclose(two.latent[0], one.latent[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_warm_start_from_latent(G):
     tgt = target_from(G)
     first = run(G, target=tgt, space="w", steps=10)
@@ -105,6 +111,7 @@ def test_warm_start_from_latent(G):
     assert warm.loss_history[0]["l1"] <= first.loss_history[-1]["l1"] + 1e-3
 
 
+@pytest.mark.slow
 def test_l2_delta_keeps_latent_near_start(G):
     tgt = target_from(G)
     free = run(G, target=tgt, space="w", steps=20)
@@ -113,6 +120,7 @@ def test_l2_delta_keeps_latent_near_start(G):
     assert np.abs(tied.latent - w0).mean() < 0.2 * np.abs(free.latent - w0).mean()
 
 
+@pytest.mark.slow
 def test_dcgan_rejects_w_space(dcgan):
     with pytest.raises(JobError, match="no w"):
         run(dcgan, target=target_from(dcgan), space="w", steps=2)
@@ -164,6 +172,7 @@ class CountingPerceptual(torch.nn.Module):
         return (pred.mean((2, 3)) - feats[0]).square().sum(1)  # [N]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_target_features_are_computed_once_per_job(G, optimizer):
     perc = CountingPerceptual()
@@ -184,6 +193,7 @@ def test_a_batch_of_targets_gives_each_latent_its_own(G):
         InvertParams(target=np.stack([a, b]), num_samples=3)
 
 
+@pytest.mark.slow
 def test_multi_start_keeps_the_best_distinct_candidates(G):
     tgt = target_from(G, seed=3)
     res = run(G, target=tgt, space="w", init="random", steps=12, starts=8, start_steps=4, num_samples=3)
@@ -200,6 +210,7 @@ def test_multi_start_keeps_the_best_distinct_candidates(G):
     assert err[rows].mean() < np.delete(err, rows).mean()
 
 
+@pytest.mark.slow
 def test_multi_start_previews_every_start_then_the_kept_ones(G):
     p = InvertParams(
         target=target_from(G), space="w+", init="mean", steps=6, starts=5, start_steps=3, num_samples=2,
@@ -211,11 +222,8 @@ def test_multi_start_previews_every_start_then_the_kept_ones(G):
 
 def _events(job):
     out = []
-    while True:
-        try:
-            out.append(next(job))
-        except StopIteration:
-            return out
+    run_to_completion(job, out.append)
+    return out
 
 
 def test_multi_start_with_mean_init_keeps_the_mean_start_among_the_candidates(G):
@@ -245,6 +253,7 @@ def test_multi_start_and_manifold_params_are_checked(bad):
 @pytest.mark.parametrize(
     "term", ["l1_weight", "perceptual_weight", "l2_delta_weight", "spread_weight", "w_prior_weight"]
 )
+@pytest.mark.slow
 def test_every_loss_weight_changes_the_result(G, term):
     """Each term of the inversion loss moves the latent when its weight moves (none is inert)."""
 

@@ -283,6 +283,7 @@ def test_factory_rejects_unreadable_or_foreign_files(offline_hub, tmp_path):
         make_perceptual_loss("lpips-alex", weights_path=foreign)
 
 
+@pytest.mark.slow
 def test_seed_conv_5_is_torchvision_vgg19_conv3_1(offline_hub, tmp_path):
     """The seed's "conv_5": VGG19's fifth conv layer (features[10], conv3_1) before its ReLU, L2."""
     import torchvision

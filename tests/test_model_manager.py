@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core.errors import ModelLoadError
+from core.jobs.runner import run_to_completion
 from core.models import manager
 from core.models.manager import DownloadError, download, load_state_dict_file
 from core.types import CancelToken
@@ -87,11 +88,7 @@ class Server:
 
 def drive(job):
     events = []
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as stop:
-            return stop.value, events
+    return run_to_completion(job, events.append), events
 
 
 # --- downloads -------------------------------------------------------------------------------------------
@@ -282,6 +279,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_malicious_ckpt_is_refused_and_its_code_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"

@@ -278,6 +278,7 @@ def test_bundled_prior_denoises_mapping_samples(bundled, t):
     assert denoised < 0.9 * noisy, (noisy, denoised)
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_prior_samples_and_projection_stay_on_the_manifold(bundled):
     from core.prior.samplers import sample_w
@@ -299,6 +300,7 @@ def test_bundled_prior_samples_and_projection_stay_on_the_manifold(bundled):
     assert (back - w_data[:64]).square().mean() < 0.7 * (off - w_data[:64]).square().mean()
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_projection_with_diffusion_prior_lowers_task_loss_within_data_range(bundled):
     from core.clip import bundled_clip_paths, load_clip
@@ -324,6 +326,7 @@ def test_projection_with_diffusion_prior_lowers_task_loss_within_data_range(bund
 # --- training, files ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly_and_exports(tmp_path):
     from core.models.io import save_generator
     from core.training import wdiffusion
@@ -348,6 +351,7 @@ def test_training_resumes_exactly_and_exports(tmp_path):
     assert all(torch.equal(model.state_dict()[k], ema_b[k]) for k in ema_b)
 
 
+@pytest.mark.slow
 def test_short_training_learns_to_denoise(G):
     from core.training.wdiffusion import TrainConfig, WDiffusionTrainer
 

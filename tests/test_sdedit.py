@@ -466,6 +466,7 @@ def test_text_tower_port_matches_open_clip():
     torch.testing.assert_close(ours, open_clip_hidden_states(clip.model, ref_ids), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_tinysd_trains_resumes_exports_and_loads(tmp_path):
     """Two iterations of the real training code on a random CLIP text tower, a checkpoint round trip,
     the export, and the exported folder through the same SDEdit code path."""

@@ -243,6 +243,7 @@ def test_garbage_is_refused(tmp_path, content):
         load_stylegan2_pkl(path)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_corrupted_bytes_only_ever_raise_model_load_error(tmp_path, source):
     good = write_pkl(tmp_path / "good.pkl", source).read_bytes()

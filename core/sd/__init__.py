@@ -1,6 +1,7 @@
 """Guided generation with text-conditioned diffusion models (SDEdit, local inpainting, previews).
 
-``params`` is torch-free (the GUI builds parameters on its own thread); ``model`` loads any supported
-model into one :class:`~core.sd.model.SDModel`; ``sdedit`` is the job; ``cli`` and ``evaluate`` are
-the commands. Heavy libraries (torch, diffusers, transformers) load only when those modules do.
+``model`` loads any supported model into one :class:`~core.sd.model.SDModel`; ``pipeline`` holds
+SDEdit's pieces (schedule, encode/decode, guidance, previews). The job is :mod:`core.jobs.sdedit`
+(parameters in :mod:`core.jobs.params`), its command :mod:`core.cli.sd`, its measurements
+:mod:`core.evals.sd`. Heavy libraries (torch, diffusers, transformers) load only when those modules do.
 """

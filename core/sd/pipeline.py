@@ -4,8 +4,9 @@ denoising it with a text-conditioned diffusion model under classifier-free guida
 scheme of Avrahami et al. 2022 and of diffusers' legacy inpainting), or feeds a dedicated 9-channel SD
 inpainting UNet its mask and masked-image latents.
 
-The loop is our own (not a diffusers pipeline's ``__call__``) so that it can yield a preview every
-step and stop between steps; it uses diffusers' schedulers for every sampler step.
+The loop (:mod:`core.jobs.sdedit`) is our own, not a diffusers pipeline's ``__call__``, so that it can
+yield a preview every step and stop between steps; it uses diffusers' schedulers for every sampler step.
+This module holds its pieces.
 
     1. timesteps: the last int(S x strength) of an S-step schedule (the img2img convention)
     2. x_N = sqrt(abar_N) x_0 + sqrt(1 - abar_N) eps, x_0 = the guide's latent     (DDPM eq. 4)

@@ -1,7 +1,8 @@
 """Training scripts for the bundled generators (``python -m core.training.stylegan2`` / ``.dcgan``).
 
 :mod:`core.training.common` holds what they share: device choice, seeding, the pre-rendered image
-bank, resumable checkpoints, sample grids, k-means and the time-budgeted training loop.
+bank, resumable checkpoints, sample grids and the time-budgeted training loop. Beside the library:
+it imports the model packages and core.evals (learning curves), never the other way round.
 """
 
 import os
