@@ -27,7 +27,7 @@ from core.types import LatentSpace
 def _target(G, seed: int = 1) -> np.ndarray:
     with torch.no_grad():
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
-        return to_uint8(G.synthesis(G.broadcast(G.mapping(z))))[0]
+        return to_uint8(G(z))[0]
 
 
 def textbook_loop(G, p: InvertParams) -> tuple[float, list[float]]:

@@ -129,7 +129,7 @@ class Worker(QThread):
         self._perceptual = None
         with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
             z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
-            samples = to_uint8(G.synthesis(G.broadcast(G.mapping(z))))
+            samples = to_uint8(G(z))
         info = {
             "name": path.name,
             "path": str(path),

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from core.gan.base import Generator, LatentSpace
+from core.gan.latents import latent_to_ws
 from core.imaging import to_uint8
 
 
@@ -60,11 +61,7 @@ class Interpolator:
 
     def _ws(self, lat: torch.Tensor) -> torch.Tensor:
         lat = lat[None] if lat.ndim == (2 if self.space is LatentSpace.W_PLUS else 1) else lat
-        if self.space is LatentSpace.Z:
-            return self.G.broadcast(self.G.mapping(lat))
-        if self.space is LatentSpace.W:
-            return self.G.broadcast(lat)
-        return lat
+        return latent_to_ws(self.G, self.space, lat)
 
     @torch.inference_mode()
     def image_at(self, t: float) -> np.ndarray:

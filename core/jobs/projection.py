@@ -22,7 +22,7 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, start_w
+from core.gan.latents import check_latent_shape, latent_to_ws, start_w
 from core.imaging import to_uint8
 from core.jobs.events import Progress
 from core.jobs.params import ProjectionParams
@@ -46,10 +46,6 @@ class ProjectionResult:
     log_density: np.ndarray | None  # [N] the prior's log-density proxy, when a diffusion model was given
     loss_history: list[dict[str, float]] = field(default_factory=list)
     cancelled: bool = False
-
-
-def _ws(G: Generator, w: torch.Tensor) -> torch.Tensor:
-    return G.broadcast(w) if w.ndim == 2 else w  # [N, num_ws, w_dim]
 
 
 def initial_w(G: Generator, p: ProjectionParams, device) -> torch.Tensor:
@@ -123,7 +119,7 @@ def _alternate(p: ProjectionParams, G, task, prior, model, cancel) -> Gen[Progre
             return _result(G, p, w, task, model, history, cancelled=True)
         # 1. one task step on task loss + prior penalty
         opt.zero_grad(set_to_none=True)
-        images = G.synthesis(_ws(G, w))  # [N, 3, R, R]
+        images = G.synthesis(latent_to_ws(G, p.space, w))  # [N, 3, R, R]
         task_loss, penalty = task(images), prior.penalty(w)  # [N], [N]
         (task_loss + penalty).sum().backward()  # summed: each latent's gradient is its own
         opt.step()
@@ -149,7 +145,7 @@ def _task_guided(
     shown: dict[str, torch.Tensor] = {}
 
     def loss_of_x0(x0: torch.Tensor) -> torch.Tensor:
-        shown["images"] = G.synthesis(_ws(G, _w_units(model, x0)))  # [N, 3, R, R]
+        shown["images"] = G.synthesis(latent_to_ws(G, p.space, _w_units(model, x0)))  # [N, 3, R, R]
         return task(shown["images"])
 
     history: list[dict[str, float]] = []
@@ -187,7 +183,7 @@ def _progress(
 @torch.no_grad()
 def _result(G, p: ProjectionParams, w, task, model, history, *, cancelled: bool) -> ProjectionResult:
     w = w.detach()
-    ws = _ws(G, w)
+    ws = latent_to_ws(G, p.space, w)
     images = G.synthesis(ws)
     task_loss = task(images)
     density = log_density_proxy(model, w).cpu().numpy() if model is not None else None
