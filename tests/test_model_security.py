@@ -80,6 +80,7 @@ def test_malicious_checkpoint_is_refused_naming_the_file(tmp_path, loader, suffi
     with pytest.raises(ModelLoadError, match=f"refused to load {path.name}") as e:
         torch_file_loaders()[loader](path)
     assert "code" in str(e.value)  # says why
+    assert "weights_only" not in str(e.value)  # and never passes on torch's advice to load it anyway
     assert not marker.exists()
 
 

@@ -343,6 +343,30 @@ def test_inpainting_keeps_the_unmasked_latent_exactly(model):
     assert np.abs(pasted.image[:, :16].astype(int) - g[:, :16]).mean() > 5
 
 
+def test_steps_round_as_diffusers_img2img_does():
+    from core.sd.pipeline import executed_steps
+
+    for steps, strength in ((100, 0.29), (50, 0.6), (25, 0.5), (30, 0.7), (1000, 0.55)):
+        assert executed_steps(steps, strength) == min(int(steps * strength), steps)  # diffusers' formula
+    assert executed_steps(100, 0.29) == 28
+
+
+def test_guidance_at_or_below_one_is_the_conditional_prediction(model):
+    with UNetCalls(model.unet) as c:
+        low, _ = run(model, steps=10, strength=0.5, guidance_scale=0.5)
+    assert c.calls == 5  # one (conditional) pass per step, no unconditional branch
+    one, _ = run(model, steps=10, strength=0.5, guidance_scale=1.0)
+    np.testing.assert_array_equal(low.latent, one.latent)
+
+
+def test_the_default_feather_leaves_every_pixel_outside_the_mask_unchanged(pixel_model):
+    g, m = guide(32, seed=7), half_mask(32)
+    result, _ = run(pixel_model, guide=g, mask=m, steps=10, strength=1.0, size=(32, 32))  # feather 4 px
+    outside = m < 0.5
+    np.testing.assert_array_equal(result.image[outside], g[outside])
+    assert np.abs(result.image[~outside].astype(int) - g[~outside]).mean() > 5
+
+
 def test_inpainting_in_pixel_space_is_exact_outside_the_mask(pixel_model):
     g, m = guide(32, seed=5), half_mask(32)
     kw = {"steps": 10, "strength": 1.0, "paste_back": False, "mask_feather": 0, "size": (32, 32)}

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import io
 import os
 import pickle
 import subprocess
 import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +324,22 @@ def test_stylegan3_layout_is_refused(tmp_path, source):
 def test_missing_network_key_is_refused(tmp_path, source):
     with pytest.raises(ModelLoadError, match=r"net\.pkl has no 'G_avg' network"):
         load_stylegan2_pkl(write_pkl(tmp_path / "net.pkl", source), key="G_avg")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.write_text, (self.marker, "code ran")
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_code_hidden_in_a_tensor_storage_is_refused_without_suggesting_to_run_it(tmp_path, source):
+    marker = tmp_path / "pwned"
+    hidden = io.BytesIO()
+    torch.save(_Payload(marker), hidden)  # the bytes official pickles hand to torch.load
+    source.mapping_net._buffers["w_avg"] = Reduce(torch.storage._load_from_bytes, hidden.getvalue())
+    with pytest.raises(ModelLoadError, match=r"net\.pkl.*holds Python code") as err:
+        load_stylegan2_pkl(write_pkl(tmp_path / "net.pkl", source))
+    assert "weights_only" not in str(err.value) and not marker.exists()

@@ -172,7 +172,7 @@ class SDEditParams:
     mask: np.ndarray | None = None  # [H, W] float in [0, 1]; 1 = regenerate here; None = everywhere
     strength: float = 0.6  # N / T in (0, 1]; ignored when start_step is given
     start_step: int | None = None  # N of T (seed: 500, 600, 700 of 1000)
-    guidance_scale: float = 7.5  # classifier-free guidance; 1 = the conditional prediction only
+    guidance_scale: float = 7.5  # classifier-free guidance; <= 1 = the conditional prediction only
     sampler: str = "ddim"  # "ddpm" (ancestral, Ho et al. 2020) | "ddim" (eta = 0, Song et al. 2021)
     steps: int = 50  # S over the full schedule; int(S * strength) of them run
     seed: int = 0  # the noise added to the guide and DDPM's per-step noise

@@ -124,7 +124,8 @@ def _prepare(p: SDEditParams, model: SDModel, size: tuple[int, int]) -> _Run:
     gen = torch.Generator().manual_seed(p.seed)
     n = p.num_samples
     noise = torch.randn((n, *guide_latent.shape[1:]), generator=gen).to(model.device, model.dtype)
-    prompts = [p.prompt] if p.guidance_scale == 1 else [p.prompt, p.negative_prompt]
+    # Guidance <= 1 is the conditional prediction alone, one UNet pass (diffusers: guidance_scale > 1).
+    prompts = [p.prompt] if p.guidance_scale <= 1 else [p.prompt, p.negative_prompt]
     ctx = model.text_encoder.encode(prompts).to(model.device, model.dtype)  # [1 or 2, L, D]
     mask_px = feathered_mask(p.mask, size, p.mask_feather) if p.mask is not None else None
     mask_lat = extra = None

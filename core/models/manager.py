@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelLoadError
-from core.models.safe_load import sha256_file
+from core.models.safe_load import refusal_reason, sha256_file
 from core.paths import resources_dir
 from core.types import CancelToken
 
@@ -419,8 +419,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise ModelLoadError(
             f"refused to load {path.name}: it contains pickled Python objects other than tensors, which "
-            f"could run code on loading ({_first_line(e)}). Use a .safetensors release of this model, or "
-            "convert the file on a machine you are willing to expose."
+            f"could run code on loading ({refusal_reason(e)}). It was not loaded. Use a .safetensors "
+            "release of this model."
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: {_first_line(e)}") from e

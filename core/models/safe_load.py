@@ -30,6 +30,17 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def refusal_reason(e: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, without torch's advice to retry with
+    ``weights_only=False`` (which would run the file's code): the line naming the blocked global or
+    opcode, else a plain description."""
+    for line in str(e).splitlines():
+        if "GLOBAL" in line or "Unsupported operand" in line or "unsupported" in line.lower():
+            if "weights_only" not in line:
+                return line.strip()[:200]
+    return "it holds Python objects other than tensors and plain containers"
+
+
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
@@ -76,10 +87,11 @@ def load_torch_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        log.warning("refused %s: %s", path, _first_line(e))
+        log.warning("refused %s: %s", path, refusal_reason(e))
         raise ModelLoadError(
             f"refused to load {path.name}: it holds pickled Python objects other than weights, which "
-            f"could run code when opened ({_first_line(e)}). Use a .safetensors release of this model."
+            f"could run code when opened ({refusal_reason(e)}). It was not loaded. Use a .safetensors "
+            "release of this model."
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: {_first_line(e)}") from e

@@ -22,6 +22,7 @@ import torch
 
 from core.errors import ModelLoadError
 from core.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from core.models.safe_load import refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def _load_storage(data: Any) -> _StorageRef:
     # torch.storage._load_from_bytes would call torch.load without weights_only on these bytes.
     if not isinstance(data, bytes):
         raise pickle.UnpicklingError("malformed tensor storage")
-    storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:  # torch's message would advise weights_only=False: never that
+        raise pickle.UnpicklingError(f"a tensor storage holds Python code ({refusal_reason(e)})") from None
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError(f"expected a tensor storage, got {type(storage).__name__}")
     return _StorageRef(storage.untyped(), storage.dtype)

@@ -43,8 +43,9 @@ def make_scheduler(model: SDModel, sampler: str):
 
 
 def executed_steps(steps: int, strength: float) -> int:
-    """int(S x strength), robust to float error (0.29 x 100 is 28.999...)."""
-    return min(int(steps * strength + 1e-6), steps)
+    """int(S x strength), as diffusers' img2img pipelines compute it (so 0.29 x 100 runs 28 steps:
+    the float product is 28.999...); the same steps as theirs for the same settings."""
+    return min(int(steps * strength), steps)
 
 
 def sdedit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
@@ -82,11 +83,12 @@ def image_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 
 def feathered_mask(mask: np.ndarray, size: tuple[int, int], sigma: float) -> torch.Tensor:
-    """[H, W] in [0, 1] -> [1, 1, h, w] at size (w, h), edge blurred by a Gaussian of ``sigma`` px."""
+    """[H, W] in [0, 1] -> [1, 1, h, w] at size (w, h), its edge feathered inward by a Gaussian of
+    ``sigma`` px: never above the mask, so a pixel outside it stays 0 (kept exactly as it was)."""
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).clamp(0, 1)[None, None]
     m = F.interpolate(m, size=(size[1], size[0]), mode="bilinear", align_corners=False)
     if sigma > 0:
-        m = gaussian_blur(m, sigma)
+        m = torch.minimum(m, gaussian_blur(m, sigma))
     return m.clamp(0, 1)
 
 
