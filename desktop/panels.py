@@ -29,6 +29,14 @@ def _form(rows) -> QFormLayout:
     return form
 
 
+def _truncation_box() -> QDoubleSpinBox:
+    return QDoubleSpinBox(
+        minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, value=1.0,
+        toolTip="Truncation ψ for random starts: pulls each start's w towards the mean w "
+        "(1 = none; lower = more typical, cleaner images with less variety)",
+    )  # fmt: skip
+
+
 class InvertPanel(QWidget):
     """GAN inversion: scribble-to-image (loss where painted), invert the base, or inpaint the hole."""
 
@@ -60,6 +68,7 @@ class InvertPanel(QWidget):
             minimum=0.0, maximum=100.0, decimals=3, value=0.0,
             toolTip="w+ only: keeps the per-layer latents close together (nearer the image manifold)",
         )  # fmt: skip
+        self.truncation = _truncation_box()
         lay = QVBoxLayout(self)
         lay.addLayout(
             _form(
@@ -77,6 +86,7 @@ class InvertPanel(QWidget):
                     ("Seed", self.seed),
                     ("Samples", self.samples),
                     ("Starts", self.starts),
+                    ("Truncation ψ", self.truncation),
                 ]
             )
         )
@@ -135,7 +145,7 @@ class InvertPanel(QWidget):
             optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             seed=self.seed.value(), num_samples=self.samples.value() if warm_latent is None else 1,
             preview_every=1, paste_back=mode == 2, spread_weight=self.spread.value(),
-            starts=starts,
+            starts=starts, truncation=self.truncation.value(),
         )  # fmt: skip
 
 
@@ -206,6 +216,7 @@ class PriorPanel(QWidget):
         )
         self.samples = QSpinBox(minimum=1, maximum=16, value=4)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        self.truncation = _truncation_box()
         lay = QVBoxLayout(self)
         lay.addLayout(
             _form(
@@ -220,6 +231,7 @@ class PriorPanel(QWidget):
                     ("Guidance", self.guidance),
                     ("Samples", self.samples),
                     ("Seed", self.seed),
+                    ("Truncation ψ", self.truncation),
                 ]
             )
         )
@@ -251,6 +263,7 @@ class PriorPanel(QWidget):
             space=self.space.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             denoise_steps=self.k.value(), guidance_scale=self.guidance.value(),
             num_samples=self.samples.value(), seed=self.seed.value(), preview_every=1,
+            truncation=self.truncation.value(),
         )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from PySide6.QtCore import QThread, Signal
 
 log = logging.getLogger(__name__)
+START_TRUNCATION = 0.7  # psi of the four samples shown when a model loads
 
 
 class MsgKind(enum.Enum):
@@ -120,16 +121,21 @@ class Worker(QThread):
     def _load_model(self, req: JobRequest) -> None:
         import torch
 
+        from core.gan.latents import start_w
         from core.imaging import to_uint8
         from core.models.io import load_generator
+        from core.types import LatentSpace
 
         path = Path(req.params)
         self._generator = G = load_generator(path)
         self._model_path = path
         self._perceptual = None
         with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
-            z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(0))
-            samples = to_uint8(G(z))
+            # With a W space, truncated as StyleGAN viewers show samples (psi 0.7: typical images).
+            psi = START_TRUNCATION if LatentSpace.W in G.latent_spaces else 1.0
+            samples = to_uint8(
+                G.synthesis(G.broadcast(start_w(G, False, 4, 0, G.device_of(), truncation=psi)))
+            )
         info = {
             "name": path.name,
             "path": str(path),

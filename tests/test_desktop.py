@@ -109,6 +109,16 @@ def test_empty_scribble_is_refused_without_running(window, monkeypatch):
     assert shown and window._current_job == 0
 
 
+def test_truncation_reaches_the_jobs_and_the_start_samples_use_it(window):
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.truncation.setValue(0.6)
+    window.prior_panel.truncation.setValue(0.4)
+    assert window.invert_panel.params(window.canvas).truncation == 0.6
+    window.prior_panel.prompt.setText("a cat")
+    assert window.prior_panel.params(window.canvas).truncation == 0.4
+    assert window.model_info["samples"].shape[0] == 4  # drawn at START_TRUNCATION
+
+
 def test_variations_grid_and_pick(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(3)

@@ -5,7 +5,7 @@ import torch
 from core.errors import JobError
 from core.gan.base import LatentSpace
 from core.imaging import to_uint8
-from core.jobs.invert import inpaint_params, invert, scribble_params
+from core.jobs.invert import initial_latent, inpaint_params, invert, scribble_params
 from core.jobs.params import InvertParams
 from core.jobs.runner import run_to_completion
 from core.types import CancelToken
@@ -298,3 +298,18 @@ def test_multi_start_keeps_num_samples_even_when_the_job_is_shorter_than_the_sta
         G, target=target_from(G), space="w+", init="random", steps=3, starts=6, start_steps=20, num_samples=2
     )
     assert res.latent.shape[0] == 2 and res.images.shape[0] == 2
+
+
+def test_truncation_pulls_random_starts_towards_the_mean_w(G):
+    from core.gan.latents import start_w
+
+    free = start_w(G, False, 8, 3, "cpu")
+    half = start_w(G, False, 8, 3, "cpu", truncation=0.5)
+    mean = G.mean_w()
+    torch.testing.assert_close(half, mean + 0.5 * (free - mean))
+    assert torch.equal(start_w(G, False, 8, 3, "cpu", truncation=0.0), mean.expand(8, -1))
+    p = InvertParams(target=np.zeros((16, 16, 3), np.uint8), init="random", space="w", truncation=0.5,
+                     num_samples=8, seed=3)  # fmt: skip
+    torch.testing.assert_close(initial_latent(G, p, "cpu"), half)
+    with pytest.raises(JobError, match="truncation"):
+        InvertParams(target=np.zeros((16, 16, 3), np.uint8), truncation=1.5)

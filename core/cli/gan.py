@@ -45,6 +45,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         starts=max(a.starts, a.samples) if a.starts else 0,
         start_steps=a.start_steps,
         realism_weight=a.realism_weight,
+        truncation=a.truncation,
         paste_back=bool(a.hole and mask is not None),
         optimizer=a.optimizer,
         steps=a.steps,
@@ -152,6 +153,9 @@ def add_parsers(sub) -> None:
     inv.add_argument("--starts", type=int, help="multi-start: random starts (0: off; default: the mode's)")
     inv.add_argument("--start-steps", type=int, default=20, help="steps before the best --samples are kept")
     inv.add_argument("--realism-weight", type=float, default=1.0, help="W proxy weight when picking starts")
+    inv.add_argument(
+        "--truncation", type=float, default=1.0, help="psi for random starts in w / w+ (1: none)"
+    )
     inv.add_argument("--samples", type=int, default=1, help="latents optimised together")
     inv.add_argument("--seed", type=int, default=0)
     inv.add_argument("--model", help="generator file (.safetensors or StyleGAN2-ADA .pkl)")

@@ -53,6 +53,9 @@ def add_parser(sub) -> None:
     pr.add_argument("--guidance-scale", type=float, default=d.guidance_scale, help="task-guided step size")
     pr.add_argument("--guidance", choices=["x0", "xt"], default=d.guidance, help="task-guided gradient form")
     pr.add_argument("--init", choices=[i for i in INITS if i != "latent"], default=d.init)
+    pr.add_argument(
+        "--truncation", type=float, default=d.truncation, help="psi for the mapping init (1: none)"
+    )
     pr.add_argument("--l1", type=float, default=d.l1_weight, help="scribble: masked L1 weight")
     pr.add_argument("--perceptual-weight", type=float, default=d.perceptual_weight)
     pr.add_argument("--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, bundled, none")
@@ -106,6 +109,7 @@ def projection_params(a: argparse.Namespace, target, mask) -> ProjectionParams:
         l1_weight=a.l1,
         perceptual_weight=a.perceptual_weight,
         init=a.init,
+        truncation=a.truncation,
         num_samples=a.samples,
         seed=a.seed,
         preview_every=max(1, a.steps // 10),

@@ -18,13 +18,23 @@ from core.gan.base import Generator, LatentSpace
 FORMAT = "latent-canvas-latent/1"
 
 
-def start_w(G: Generator, mean: bool, n: int, seed: int, device) -> torch.Tensor:
-    """[n, w_dim] starting ws: the mean w ``n`` times, or the mapping of ``n`` seeded z draws."""
+def truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
+    """The truncation trick (Karras et al. 2019): ``mean_w + psi (w - mean_w)``. psi = 1 leaves ``w``
+    as it is; smaller psi trades variety for typical, cleaner images."""
+    if psi == 1:
+        return w
+    mean = G.mean_w().to(w)
+    return mean.lerp(w, psi)
+
+
+def start_w(G: Generator, mean: bool, n: int, seed: int, device, *, truncation: float = 1.0) -> torch.Tensor:
+    """[n, w_dim] starting ws: the mean w ``n`` times, or the mapping of ``n`` seeded z draws,
+    truncated towards the mean w by ``truncation`` (psi)."""
     if mean:
         return G.mean_w().to(device).expand(n, -1).clone()
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     with torch.no_grad():
-        return G.mapping(z)
+        return truncate(G, G.mapping(z), truncation)
 
 
 def check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:

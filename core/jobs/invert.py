@@ -70,7 +70,7 @@ def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
         if p.init == "mean":
             return _mean_z(G, p.num_samples, device)
         return torch.randn(p.num_samples, G.z_dim, generator=torch.Generator().manual_seed(p.seed)).to(device)
-    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device)
+    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device, truncation=p.truncation)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
 
 

@@ -41,6 +41,7 @@ class InvertParams:
     starts: int = 0
     start_steps: int = 20
     realism_weight: float = 1.0
+    truncation: float = 1.0  # psi for random starts: w = mean + psi (w - mean); 1 = none
     optimizer: str = "adam"  # "adam" | "lbfgs"
     steps: int = 500
     lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
@@ -71,6 +72,8 @@ class InvertParams:
             raise JobError("paste_back needs a mask (1 = keep the target's pixels)")
         if min(self.spread_weight, self.w_prior_weight, self.realism_weight) < 0:
             raise JobError("spread, W prior and realism weights must be >= 0")
+        if not 0 <= self.truncation <= 1:
+            raise JobError(f"truncation psi must be in [0, 1], got {self.truncation}")
         for name, a, single in (("target", self.target, 3), ("mask", self.mask, 2)):
             if a is not None and a.ndim == single + 1 and a.shape[0] != self.num_samples:
                 raise JobError(f"a batch of {a.shape[0]} {name}s needs num_samples={a.shape[0]}")
@@ -117,6 +120,7 @@ class ProjectionParams:
     perceptual_weight: float = 1.0  # inpaint, similarity, scribble: weight of the (masked) LPIPS term
     init: str = "mapping"  # "mapping" (seeded mapping samples), "mean" (mean w), "latent" (init_latent)
     init_latent: np.ndarray | None = None  # in `space`'s shape, for init="latent"
+    truncation: float = 1.0  # psi for the "mapping" init: w = mean + psi (w - mean); 1 = none
     num_samples: int = 4  # latents optimised together, each from its own seed draw
     seed: int = 0  # initial latents, noise of the diffusion updates
     preview_every: int = 5  # yield a preview image every k steps (and at the last step)
@@ -144,6 +148,8 @@ class ProjectionParams:
             raise JobError(f"the {self.task} task needs a mask (1 = match the target)")
         if self.init == "latent" and self.init_latent is None:
             raise JobError("init='latent' needs init_latent")
+        if not 0 <= self.truncation <= 1:
+            raise JobError(f"truncation psi must be in [0, 1], got {self.truncation}")
         if min(self.steps, self.num_samples, self.preview_every, self.denoise_steps) < 1:
             raise JobError("steps, num_samples, preview_every and denoise_steps must be >= 1")
         if not 0 <= self.noise_end < self.noise_start <= 1:

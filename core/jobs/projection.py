@@ -54,7 +54,7 @@ def initial_w(G: Generator, p: ProjectionParams, device) -> torch.Tensor:
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
         lat = check_latent_shape(G, p.space, lat)
         return lat.expand(p.num_samples, *lat.shape[1:]).clone() if lat.shape[0] == 1 else lat.clone()
-    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device)
+    w = start_w(G, p.init == "mean", p.num_samples, p.seed, device, truncation=p.truncation)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
 
 
