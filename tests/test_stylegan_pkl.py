@@ -343,3 +343,30 @@ def test_code_hidden_in_a_tensor_storage_is_refused_without_suggesting_to_run_it
     with pytest.raises(ModelLoadError, match=r"net\.pkl.*holds Python code") as err:
         load_stylegan2_pkl(write_pkl(tmp_path / "net.pkl", source))
     assert "weights_only" not in str(err.value) and not marker.exists()
+
+
+def stylegan3_repo_kwargs(G: StyleGAN2Generator, **synthesis) -> dict:
+    """How NVlabs' stylegan3 repository pickles a --cfg=stylegan2 Generator: synthesis options flat."""
+    kwargs = official_kwargs(G)
+    del kwargs["synthesis_kwargs"]
+    return kwargs | dict(channel_base=G.cfg.channel_base, channel_max=G.cfg.channel_max, num_fp16_res=4,
+                         fused_modconv_default="inference_only", **synthesis)  # fmt: skip
+
+
+def test_loads_a_stylegan2_pickle_from_the_stylegan3_repository(tmp_path, source):
+    """Flat synthesis options; that repository's SynthesisBlock clamps at 256 unless told otherwise."""
+    path = write_pkl(tmp_path / "sg3repo.pkl", source, kwargs=stylegan3_repo_kwargs(source))
+    G = load_stylegan2_pkl(path)
+    assert G.cfg.conv_clamp == 256 and G.cfg.channel_base == source.cfg.channel_base
+    ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(G.synthesis(ws), source.synthesis(ws), atol=1e-6)
+    unclamped = load_stylegan2_pkl(
+        write_pkl(tmp_path / "noclamp.pkl", source, kwargs=stylegan3_repo_kwargs(source, conv_clamp=None))
+    )
+    assert unclamped.cfg.conv_clamp is None
+
+
+def test_synthesis_options_both_nested_and_flat_are_refused(tmp_path, source):
+    kwargs = official_kwargs(source) | {"channel_base": 64}
+    with pytest.raises(ModelLoadError, match="both nested and flat"):
+        load_stylegan2_pkl(write_pkl(tmp_path / "mixed.pkl", source, kwargs=kwargs))

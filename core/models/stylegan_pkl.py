@@ -32,7 +32,10 @@ INT_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 GENERATOR_ARGS = (*INT_ARGS, "mapping_kwargs", "synthesis_kwargs")
 OUR_SUBMODULES = {"mapping": "mapping_net", "synthesis": "synthesis_net"}
 # Options that change only training or float16 speed, not what the net computes in float32.
-IGNORED_OPTIONS = {"w_avg_beta", "embed_features", "num_fp16_res", "fp16_channels_last", "channels_last"}
+IGNORED_OPTIONS = {
+    "w_avg_beta", "embed_features", "num_fp16_res", "fp16_channels_last", "channels_last",
+    "fused_modconv_default",  # which of two equal ways to run the modulated conv
+}  # fmt: skip
 # Options our implementation supports only at the official default.
 FIXED_OPTIONS = {
     "architecture": "skip",
@@ -216,6 +219,7 @@ def _init_kwargs(record: PersistentRecord, name: str) -> dict:
     if not isinstance(args, tuple | list) or len(args) > len(GENERATOR_ARGS) or not isinstance(kwargs, dict):
         raise ModelLoadError(f"{name}: the generator's init arguments are malformed")
     merged = dict(zip(GENERATOR_ARGS, args, strict=False)) | dict(kwargs)
+    merged = _nest_flat_synthesis_kwargs(merged, name)
     unknown = sorted(str(arg) for arg in set(merged) - set(GENERATOR_ARGS))
     if unknown:
         raise ModelLoadError(f"{name}: unsupported generator arguments {unknown}")
@@ -223,6 +227,24 @@ def _init_kwargs(record: PersistentRecord, name: str) -> dict:
         if type(merged.get(key)) is not int:
             raise ModelLoadError(f"{name}: generator argument {key}={merged.get(key)!r} is not an integer")
     return merged
+
+
+def _nest_flat_synthesis_kwargs(merged: dict, name: str) -> dict:
+    """NVlabs' stylegan3 repository trains ``--cfg=stylegan2`` with ``training/networks_stylegan2.py``,
+    whose Generator takes the synthesis options flat (``**synthesis_kwargs``) and whose SynthesisBlock
+    clamps at 256 by default (stylegan2-ada-pytorch nests them and defaults to no clamp). Nest them as
+    stylegan2-ada does; the network computes the same."""
+    flat = {
+        k: v
+        for k, v in merged.items()
+        if k in SYNTHESIS_OPTIONS.keys() | IGNORED_OPTIONS | FIXED_OPTIONS.keys()
+    }
+    if not flat:
+        return merged
+    if "synthesis_kwargs" in merged:
+        raise ModelLoadError(f"{name}: synthesis options both nested and flat ({sorted(flat)})")
+    rest = {k: v for k, v in merged.items() if k not in flat}
+    return rest | {"synthesis_kwargs": {"conv_clamp": 256, **flat}}
 
 
 def _plain(value: Any) -> Any:
