@@ -193,12 +193,15 @@ def scribble_table(G, scribbles: dict[str, np.ndarray], *, samples: int, steps: 
 SWEEP_BASE = dict(l1_weight=10.0, perceptual_weight=0.01, steps=200, lr=0.05)
 SWEEP_SETTINGS = (
     ("before: w+, mean init", dict(space="w+", init="mean")),
-    ("w, random init", dict(space="w", init="random")),
     ("w, multi-start 16", dict(space="w", init="random", starts=16)),
     ("w+, multi-start 16, spread 1", dict(space="w+", init="random", starts=16, spread_weight=1.0)),
+    ("w+, multi-start 16, spread 1, psi 0.7", dict(space="w+", init="random", starts=16, spread_weight=1.0,
+                                                  truncation=0.7)),
     ("w, multi-start 16, L1 1 + perc 1", dict(space="w", init="random", starts=16, l1_weight=1.0,
                                              perceptual_weight=1.0)),
-    ("w, multi-start 16, 40 steps", dict(space="w", init="random", starts=16, start_steps=10, steps=40)),
+    ("w+, multi-start 8, 60 steps, spread 1, psi 0.7", dict(space="w+", init="random", starts=8,
+                                                           start_steps=10, steps=60, spread_weight=1.0,
+                                                           truncation=0.7)),
 )  # fmt: skip
 
 
