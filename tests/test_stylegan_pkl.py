@@ -370,3 +370,19 @@ def test_synthesis_options_both_nested_and_flat_are_refused(tmp_path, source):
     kwargs = official_kwargs(source) | {"channel_base": 64}
     with pytest.raises(ModelLoadError, match="both nested and flat"):
         load_stylegan2_pkl(write_pkl(tmp_path / "mixed.pkl", source, kwargs=kwargs))
+
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+
+
+def test_matches_the_stylegan3_repository_on_its_own_stylegan2_pickle():
+    """A --cfg=stylegan2 generator pickled by NVlabs' stylegan3 code, and what that code renders
+    (tests/data/golden/make_stylegan3_repo.py made both)."""
+    G = load_stylegan2_pkl(GOLDEN / "sg3repo-stylegan2.pkl")
+    ref = np.load(GOLDEN / "sg3repo-stylegan2.npz")
+    assert G.cfg.conv_clamp == 256  # that repository's default, not stylegan2-ada's None
+    z, ws = torch.from_numpy(ref["z"]), torch.from_numpy(ref["ws"])
+    with torch.no_grad():
+        np.testing.assert_allclose(G.broadcast(G.mapping(z)).numpy(), ref["w_mapped"], atol=1e-4)
+        np.testing.assert_allclose(G.synthesis(ws).numpy(), ref["img_ws"], atol=1e-4)
+        np.testing.assert_allclose(G.synthesis(G.broadcast(G.mapping(z))).numpy(), ref["img_z"], atol=1e-4)
