@@ -386,3 +386,11 @@ def test_matches_the_stylegan3_repository_on_its_own_stylegan2_pickle():
         np.testing.assert_allclose(G.broadcast(G.mapping(z)).numpy(), ref["w_mapped"], atol=1e-4)
         np.testing.assert_allclose(G.synthesis(ws).numpy(), ref["img_ws"], atol=1e-4)
         np.testing.assert_allclose(G.synthesis(G.broadcast(G.mapping(z))).numpy(), ref["img_z"], atol=1e-4)
+
+
+def test_a_pickle_with_unofficial_network_code_loads_with_a_warning(tmp_path, source, caplog):
+    with caplog.at_level("WARNING", logger="core.models.stylegan_pkl"):
+        load_stylegan2_pkl(GOLDEN / "sg3repo-stylegan2.pkl")  # NVlabs' own source: no warning
+        assert not caplog.records
+        load_stylegan2_pkl(write_pkl(tmp_path / "edited.pkl", source, module_src="# edited\n" + MODULE_SRC))
+    assert "edited.pkl" in caplog.text and "not NVlabs' official source" in caplog.text

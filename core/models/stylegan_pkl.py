@@ -10,6 +10,7 @@ by our own bounds-checked functions, and any other global is refused. The weight
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import logging
 import pickle
@@ -49,13 +50,25 @@ NONE = type(None)
 MAPPING_OPTIONS = {"num_layers": int, "lr_multiplier": (int, float), "layer_features": (int, NONE)}
 SYNTHESIS_OPTIONS = {"channel_base": int, "channel_max": int, "conv_clamp": (int, float, NONE)}
 PLAIN = (NONE, bool, int, float, str)
+# SHA-256 of the network module sources NVlabs' code embeds in its pickles (dnnlib persistence stores
+# the defining module's source). Another source is code the official tools would run on loading.
+OFFICIAL_SOURCES = {
+    "df49fc78a0364015a09b592bb43546af83a6cdaad753d89a2a1a69bd6e171c24":
+        "stylegan2-ada-pytorch training/networks.py (375a436)",
+    "b6f14e8fa2a95de4d38218fef31380c6a70de770f585107e209ff83075c307ef":
+        "stylegan3 training/networks_stylegan2.py (583f2bd)",
+    "137a76d163766bad469acb7a0835a6598419fb17585e5e0a72e3f0008668811c":
+        "stylegan3 training/networks_stylegan2.py (8fb5177)",
+}  # fmt: skip
 
 
 class PersistentRecord(NamedTuple):
-    """What we make of ``_reconstruct_persistent_obj(meta)``: the class name and the object's ``__dict__``."""
+    """What we make of ``_reconstruct_persistent_obj(meta)``: the class name, the object's ``__dict__``
+    and the SHA-256 of the module source the pickle embeds (hashed, never run; None when absent)."""
 
     class_name: str
     state: dict
+    source_sha256: str | None = None
 
 
 # Tensors and storages travel through the unpickler inside tuples: pickle's BUILD and SETITEM opcodes
@@ -74,13 +87,15 @@ class _EasyDict(dict):
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
-    # meta['module_src'] is deliberately never read: it is the code a plain unpickler would exec.
+    # meta['module_src'] is the code a plain unpickler would exec: it is only ever hashed, to tell the
+    # person when it is not NVlabs' own (OFFICIAL_SOURCES).
     if not isinstance(meta, dict) or meta.get("type") != "class":
         raise pickle.UnpicklingError("malformed persistent object")
-    class_name, state = meta.get("class_name"), meta.get("state")
+    class_name, state, src = meta.get("class_name"), meta.get("state"), meta.get("module_src")
     if not isinstance(class_name, str) or not isinstance(state, dict):
         raise pickle.UnpicklingError("malformed persistent object")
-    return PersistentRecord(class_name, state)
+    digest = hashlib.sha256(src.encode("utf-8")).hexdigest() if isinstance(src, str) else None
+    return PersistentRecord(class_name, state, digest)
 
 
 def _load_storage(data: Any) -> _StorageRef:
@@ -212,6 +227,15 @@ def _check_layout(record: PersistentRecord, name: str) -> None:
     if "b4" not in _field(synthesis.state, "_modules", dict, name):
         # StyleGAN3 pickles share the Generator class name but their synthesis has no b4 block.
         raise ModelLoadError(f"{name}: not a StyleGAN2 generator (StyleGAN3 and others are unsupported)")
+
+
+def _warn_unofficial_source(record: PersistentRecord, name: str) -> None:
+    if record.source_sha256 not in OFFICIAL_SOURCES:
+        log.warning(
+            "%s: its embedded network code is not NVlabs' official source (sha256 %s). Latent Canvas "
+            "never runs it, but NVlabs' own tools would execute it on loading: open this file only here.",
+            name, (record.source_sha256 or "none")[:12],
+        )  # fmt: skip
 
 
 def _init_kwargs(record: PersistentRecord, name: str) -> dict:
@@ -360,6 +384,7 @@ def load_stylegan2_pkl(
         raise ModelLoadError(f"model file not found: {path}")
     record = _network_record(_unpickle(path), key, path.name)
     _check_layout(record, path.name)
+    _warn_unofficial_source(record, path.name)
     cfg = _config(_init_kwargs(record, path.name), path.name)
     weights = _our_names(_flatten(record, "", {}, path.name))
     has_w_avg = "mapping_net.w_avg" in weights
