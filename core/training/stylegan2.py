@@ -465,6 +465,11 @@ class StyleGAN2Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
             getattr(self, name).load_state_dict(state[name])
+        # An optimiser's state carries its lr; the config's wins, so a recorded mid-run change of lr
+        # applies to D too (G's is set from the config every step).
+        ratio = self.cfg.r1_interval / (self.cfg.r1_interval + 1)
+        for group in self.opt_D.param_groups:
+            group["lr"] = self.cfg.lr * ratio
         set_rng_state(self.gen, state["rng"])
         self.iteration, self.nimg = int(state["iteration"]), int(state["nimg"])
 
