@@ -30,7 +30,7 @@ from core.imageio import split_scribble
 
 log = logging.getLogger(__name__)
 
-SCRIBBLE_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "scribbles"
+SCRIBBLE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "scribbles"
 # (name, eval-split image index, strokes, brush radius in px): sparse outlines and dense fills.
 SCRIBBLES = (
     ("sparse-0", 0, 6, 2),
@@ -202,6 +202,8 @@ SWEEP_SETTINGS = (
     ("w+, multi-start 8, 60 steps, spread 1, psi 0.7", dict(space="w+", init="random", starts=8,
                                                            start_steps=10, steps=60, spread_weight=1.0,
                                                            truncation=0.7)),
+    ("projection: w, diffusion prior K 10, 40 steps", dict(job="projection", space="w", prior="diffusion",
+                                                          steps=40)),
 )  # fmt: skip
 
 
@@ -250,37 +252,77 @@ def inpaint_holes(n: int, resolution: int = 64, seed: int = 0) -> np.ndarray:
     return holes
 
 
-def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real) -> dict:
+def _scribble_job(G, rgba: np.ndarray, cfg: dict, *, k: int, seed: int, perceptual, prior_model):
+    """One scribble's k candidates: the invert job, or the projection job with a prior (cfg "job")."""
+    from core.jobs.invert import invert, scribble_params
+    from core.jobs.runner import run_to_completion
+
+    if cfg.get("job", "invert") == "invert":
+        p = scribble_params(rgba, num_samples=k, seed=seed, preview_every=cfg["steps"], **cfg)
+        return run_to_completion(invert(p, G, perceptual_loss=perceptual))
+    from core.jobs.params import ProjectionParams
+    from core.jobs.projection import project
+
+    target, mask = split_scribble(rgba)
+    p = ProjectionParams(task="scribble", target=target, mask=mask, num_samples=k, seed=seed,
+                         preview_every=cfg["steps"], **_projection_settings(cfg))  # fmt: skip
+    return run_to_completion(project(p, G, perceptual_loss=perceptual, prior_model=prior_model))
+
+
+def _projection_settings(cfg: dict) -> dict:
+    """A projection row's settings for ProjectionParams (the job's own defaults for the rest)."""
+    return {k: v for k, v in cfg.items() if k != "job"}
+
+
+def _inpaint_jobs(G, cfg: dict, *, perceptual, prior_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(targets, holes, filled images) for the 16 held-out cats. The invert job runs them as one batch
+    (each latent its own target and hole, the target pasted back; multi-start takes a single target,
+    so these run without it); the projection job runs each cat on its own, without paste-back."""
+    from core.jobs.invert import inpaint_params, invert
+    from core.jobs.runner import run_to_completion
+
+    targets, holes = held_out_images(16), inpaint_holes(16)
+    if cfg.get("job", "invert") == "invert":
+        inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps", "job")}
+        p = inpaint_params(targets, holes, num_samples=16, preview_every=cfg["steps"], **inp)
+        return targets, holes, run_to_completion(invert(p, G, perceptual_loss=perceptual)).images
+    from core.jobs.params import ProjectionParams
+    from core.jobs.projection import project
+
+    filled = []
+    for i, (t, h) in enumerate(zip(targets, holes, strict=True)):
+        p = ProjectionParams(task="inpaint", target=t, mask=1.0 - h, num_samples=1, seed=i,
+                             preview_every=cfg["steps"], **_projection_settings(cfg))  # fmt: skip
+        filled.append(
+            run_to_completion(project(p, G, perceptual_loss=perceptual, prior_model=prior_model)).images[0]
+        )
+    return targets, holes, np.stack(filled)
+
+
+def sweep_row(
+    G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real, prior_model=None
+) -> dict:
     """One setting: scribble paint error (sparse/dense), realism (KID), candidate diversity, time;
     inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
     from core.evals.metrics import clip_features, kid, knn_precision, to_tensor
-    from core.jobs.invert import inpaint_params, invert, scribble_params
-    from core.jobs.runner import run_to_completion
 
-    cfg = {**SWEEP_BASE, **settings}
+    cfg = {**SWEEP_BASE, **settings} if settings.get("job", "invert") == "invert" else dict(settings)
     err: dict[str, list[float]] = {"sparse": [], "dense": []}
     made, spread, seconds = [], [], []
     for i, (name, rgba) in enumerate(scribbles.items()):
-        p = scribble_params(rgba, num_samples=k, seed=i, preview_every=cfg["steps"], **cfg)
         t0 = time.perf_counter()
-        r = run_to_completion(invert(p, G, perceptual_loss=perceptual))
+        r = _scribble_job(G, rgba, cfg, k=k, seed=i, perceptual=perceptual, prior_model=prior_model)
         seconds.append(time.perf_counter() - t0)
         err[name.split("-")[0]] += [painted_error(img, rgba) for img in r.images]
         spread.append(_pairwise(perceptual, r.images))
         made.append(r.images)
-    # Inpainting: the 16 cats as one batch (each latent its own target and hole; multi-start takes a
-    # single target, so these run without it).
-    targets, holes = held_out_images(16), inpaint_holes(16)
-    inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps")}
-    r = run_to_completion(invert(inpaint_params(targets, holes, num_samples=16, preview_every=cfg["steps"],
-                                                **inp), G, perceptual_loss=perceptual))  # fmt: skip
+    targets, holes, filled = _inpaint_jobs(G, cfg, perceptual=perceptual, prior_model=prior_model)
     keep = holes == 0
     kept_psnr = [
-        float(psnr(img[k][None], t[k][None])[0]) for img, t, k in zip(r.images, targets, keep, strict=True)
+        float(psnr(img[m][None], t[m][None])[0]) for img, t, m in zip(filled, targets, keep, strict=True)
     ]
-    filled = list(r.images)
     feats = clip_features(clip, [to_tensor(np.concatenate(made))])
-    fill_feats = clip_features(clip, [to_tensor(np.stack(filled))])
+    fill_feats = clip_features(clip, [to_tensor(np.asarray(filled))])
     kid_s, kid_s_std = kid(feats, real)
     kid_i, kid_i_std = kid(fill_feats, real)
     return {
@@ -294,6 +336,13 @@ def sweep_row(G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, r
                     "precision": round(knn_precision(real, fill_feats), 4),
                     "kid_std": round(kid_i_std, 4), "n": len(filled)},
     }  # fmt: skip
+
+
+def _bundled_prior():
+    from core.paths import BUNDLED_PRIOR, bundled_model
+    from core.prior.model import load_wdiffusion
+
+    return load_wdiffusion(bundled_model(BUNDLED_PRIOR))
 
 
 def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
@@ -320,7 +369,9 @@ def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
         if names and name not in names:
             continue
         t0 = time.perf_counter()
-        rows[name] = sweep_row(G, scribbles, settings, k=k, perceptual=perceptual, clip=clip, real=real)
+        prior = _bundled_prior() if settings.get("job") == "projection" else None
+        rows[name] = sweep_row(G, scribbles, settings, k=k, perceptual=perceptual, clip=clip, real=real,
+                               prior_model=prior)  # fmt: skip
         log.info("%s: %s (%.0f s)", name, rows[name], time.perf_counter() - t0)
     target, mask = split_scribble(next(iter(scribbles.values())))
     shares = {

@@ -190,7 +190,10 @@ def sweep_section(sg2: dict) -> list[str]:
         "of the filled images (16 images: noisy). "
         f"Reference, the generator's own samples (as many): precision {g['precision']:.2f}, KID "
         f"{g['kid']:.3f} ± {g['kid_std']:.3f}, diversity {g['diversity']:.3f}; real against real precision "
-        f"{g['real_precision']:.2f}. Every row: {_sweep_base()}.",
+        f"{g['real_precision']:.2f}. Every invert row: {_sweep_base()}. Projection rows run the "
+        "projection job (core.jobs.projection) with its own defaults (L1 1, perceptual 1, Adam lr 0.02 "
+        "in W, K = 10 denoising updates at noise 5% -> 0% after each step) and inpaint each cat on its "
+        "own, without pasting the target back.",
         "",
         "| setting | paint error sparse / dense | precision | KID (± std) | diversity / samples "
         "| s per job | inpaint kept PSNR | inpaint KID |",
