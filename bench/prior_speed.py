@@ -96,7 +96,8 @@ def _alternate(task_step, w, model, *, repeats: int, warmup: int):
 
 
 def run(*, quick: bool = False) -> Table:
-    from core.jobs.projection import _ws, initial_w
+    from core.gan.latents import latent_to_ws
+    from core.jobs.projection import initial_w
     from core.jobs.tasks import make_task
 
     G, model, clip = _models(quick)
@@ -120,9 +121,9 @@ def run(*, quick: bool = False) -> Table:
             w = initial_w(G, p, "cpu").requires_grad_(True)
             opt = torch.optim.Adam([w], lr=p.lr)
 
-            def task_step(w=w, opt=opt, loss=loss) -> None:
+            def task_step(w=w, opt=opt, loss=loss, space=p.space) -> None:
                 opt.zero_grad(set_to_none=True)
-                loss(G.synthesis(_ws(G, w))).sum().backward()
+                loss(G.synthesis(latent_to_ws(G, space, w))).sum().backward()
                 opt.step()
 
             t_task, t_seq, t_job, sweeps, diff = _alternate(task_step, w, model, repeats=15, warmup=3)

@@ -389,6 +389,9 @@ def test_inpainting_unet_gets_mask_and_masked_image(tmp_path):
     np.testing.assert_array_equal(result.image[:, 16:], g[:, 16:])  # pasted back
     with pytest.raises(JobError, match="empty"):
         run(m9, guide=g, mask=np.zeros((32, 32), np.float32))
+    with UNetCalls(m9.unet) as c:  # no mask: the whole image is the hole, not a channel mismatch
+        whole, _ = run(m9, guide=g, steps=10, strength=1.0, size=(32, 32))
+    assert set(c.channels) == {9} and whole.image.shape == (32, 32, 3)
 
 
 # --- loading ------------------------------------------------------------------------------------------

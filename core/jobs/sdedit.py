@@ -129,8 +129,11 @@ def _prepare(p: SDEditParams, model: SDModel, size: tuple[int, int]) -> _Run:
     ctx = model.text_encoder.encode(prompts).to(model.device, model.dtype)  # [1 or 2, L, D]
     mask_px = feathered_mask(p.mask, size, p.mask_feather) if p.mask is not None else None
     mask_lat = extra = None
-    if mask_px is not None and model.inpainting_unet:
-        extra = _inpainting_channels(model, p.mask, guide, size, guide_latent.shape[-2:]).expand(
+    if model.inpainting_unet:
+        # A 9-channel inpainting UNet always takes a mask: without one, the whole image is the hole.
+        whole = np.ones(p.guide.shape[:2], np.float32)
+        mask = p.mask if p.mask is not None else whole
+        extra = _inpainting_channels(model, mask, guide, size, guide_latent.shape[-2:]).expand(
             n, -1, -1, -1
         )
     elif mask_px is not None:
