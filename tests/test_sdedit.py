@@ -568,3 +568,14 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, want
     assert dev.type == want
     assert default_dtype(dev) == (torch.float16 if want == "cuda" else torch.float32)
     assert choose_device("cuda:1") == torch.device("cuda", 1)  # an explicit choice is kept as given
+
+
+@pytest.mark.parametrize("part", ["text_encoder", "unet", "vae"])
+def test_a_truncated_weights_file_is_a_clear_error(tmp_path, part):
+    from core.sd.tiny import write_tiny_pipeline
+
+    folder = write_tiny_pipeline(tmp_path / "p", seed=0)
+    weights = next((folder / part).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="not a loadable diffusers model"):
+        load_sd_model(folder, device="cpu")

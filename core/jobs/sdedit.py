@@ -133,9 +133,7 @@ def _prepare(p: SDEditParams, model: SDModel, size: tuple[int, int]) -> _Run:
         # A 9-channel inpainting UNet always takes a mask: without one, the whole image is the hole.
         whole = np.ones(p.guide.shape[:2], np.float32)
         mask = p.mask if p.mask is not None else whole
-        extra = _inpainting_channels(model, mask, guide, size, guide_latent.shape[-2:]).expand(
-            n, -1, -1, -1
-        )
+        extra = _inpainting_channels(model, mask, guide, size, guide_latent.shape[-2:]).expand(n, -1, -1, -1)
     elif mask_px is not None:
         mask_lat = F.adaptive_avg_pool2d(mask_px, guide_latent.shape[-2:]).to(model.device, model.dtype)
     return _Run(

@@ -226,6 +226,7 @@ def load_folder(
     """A diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/`` unless pixel-space,
     ``text_encoder/``, ``tokenizer/``, ``scheduler/``)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors import SafetensorError
 
     index = _read_json(folder / "model_index.json")
     try:
@@ -235,7 +236,7 @@ def load_folder(
         if index.get("vae", [None, None])[0] is not None:
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **LOCAL)
         text = _load_text_encoder(folder, index, device, dtype)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:  # a truncated weights file
         raise ModelLoadError(f"{folder}: not a loadable diffusers model: {e}") from e
     sched = _read_json(folder / "scheduler" / "scheduler_config.json")
     info = _read_json(folder / "model_card.json") if (folder / "model_card.json").is_file() else {}
