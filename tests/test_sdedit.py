@@ -579,3 +579,14 @@ def test_a_truncated_weights_file_is_a_clear_error(tmp_path, part):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match="not a loadable diffusers model"):
         load_sd_model(folder, device="cpu")
+
+
+def test_the_default_output_follows_the_guides_aspect_ratio(model):
+    wide = np.zeros((32, 64, 3), np.uint8)  # 2:1
+    result, _ = run(model, guide=wide, steps=4, strength=0.5)
+    w, h = result.size
+    k = model.size_multiple
+    assert w % k == 0 and h % k == 0 and w > h and abs(w / h - 2) < 0.5
+    assert abs(w * h - model.native_size**2) <= 0.5 * model.native_size**2  # about the model's own area
+    square, _ = run(model, steps=4, strength=0.5)
+    assert square.size == (model.native_size, model.native_size)

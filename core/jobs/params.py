@@ -183,7 +183,7 @@ class SDEditParams:
     steps: int = 50  # S over the full schedule; int(S * strength) of them run
     seed: int = 0  # the noise added to the guide and DDPM's per-step noise
     num_samples: int = 1  # images made together from this guide, each from its own noise
-    size: tuple[int, int] | None = None  # output (width, height); None = the model's native size
+    size: tuple[int, int] | None = None  # output (width, height); None = the native area in the guide aspect
     mask_feather: float = 4.0  # Gaussian sigma of the mask edge, in output pixels
     paste_back: bool = True  # composite the guide over the unmasked region of the decoded result
     preview: str = "fast"  # "fast" (tiny decoder or linear latent->RGB), "full" (VAE decode), "none"

@@ -85,7 +85,7 @@ def sdedit(
         cancel: checked between steps; a cancelled run returns its latest x0 with ``cancelled=True``.
     """
     p, started = params, time.perf_counter()
-    size = output_size(p.size, model)
+    size = output_size(p.size, model, p.guide.shape[:2])
     run = _prepare(p, model, size)
     preview = Previewer(model, p.preview, run.guide, run.guide_latent) if p.preview != "none" else None
     # 2. noise the guide to the first timestep's level

@@ -19,6 +19,7 @@ This module holds its pieces.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -64,9 +65,16 @@ def sdedit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
 # --- images, masks, latents -----------------------------------------------------------------------------
 
 
-def output_size(size: tuple[int, int] | None, model: SDModel) -> tuple[int, int]:
-    """(width, height): the requested size (else the model's), rounded to the model's multiple."""
+def output_size(
+    size: tuple[int, int] | None, model: SDModel, guide_hw: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """(width, height): the requested size; else the model's native area in the guide's aspect ratio
+    (a square guide gets the native square); rounded to the model's multiple."""
     k = model.size_multiple
+    if size is None and guide_hw is not None:
+        gh, gw = guide_hw
+        side = model.native_size * math.sqrt(1.0 / (gw * gh))
+        size = (gw * side, gh * side)
     w, h = size or (model.native_size, model.native_size)
     rounded = (max(k, round(w / k) * k), max(k, round(h / k) * k))
     if rounded != (w, h):
