@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from core.document import HistoryEntry, entry_from_result
 from desktop.canvas import MASK_COLOUR, Canvas, ImageView, Layer, Tool, qimage_from_rgb
-from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel
+from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel, set_classes
 from desktop.widgets import ColourButton, LossPlot
 from desktop.worker import JobRequest, MsgKind, Worker, WorkerMessage
 
@@ -506,6 +506,8 @@ class MainWindow(QMainWindow):
             self._apply_project(self._pending_project)
             self._pending_project = None
         self.invert_panel.set_spaces(info["spaces"])
+        for panel in (self.invert_panel, self.prior_panel):
+            set_classes(panel.class_label, info.get("c_dim", 0))
         self.result_view.set_batch(info["samples"])
         self.settings.setValue("model", info["path"])
         self.statusBar().showMessage(f"model {info['name']} ({info['resolution']} px)", 5000)

@@ -29,6 +29,22 @@ def _form(rows) -> QFormLayout:
     return form
 
 
+def _class_box() -> QSpinBox:
+    """The class label of a conditional generator; disabled (and unused) for unconditional ones."""
+    box = QSpinBox(minimum=0, maximum=0, value=0, toolTip="Conditional generators: the class to draw")
+    box.setEnabled(False)
+    return box
+
+
+def set_classes(box: QSpinBox, c_dim: int) -> None:
+    box.setMaximum(max(c_dim - 1, 0))
+    box.setEnabled(c_dim > 0)
+
+
+def _class_of(box: QSpinBox) -> int | None:
+    return box.value() if box.isEnabled() else None
+
+
 def _truncation_box() -> QDoubleSpinBox:
     return QDoubleSpinBox(
         minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, value=1.0,
@@ -69,6 +85,7 @@ class InvertPanel(QWidget):
             toolTip="w+ only: keeps the per-layer latents close together (nearer the image manifold)",
         )  # fmt: skip
         self.truncation = _truncation_box()
+        self.class_label = _class_box()
         lay = QVBoxLayout(self)
         lay.addLayout(
             _form(
@@ -87,6 +104,7 @@ class InvertPanel(QWidget):
                     ("Samples", self.samples),
                     ("Starts", self.starts),
                     ("Truncation ψ", self.truncation),
+                    ("Class", self.class_label),
                 ]
             )
         )
@@ -145,7 +163,7 @@ class InvertPanel(QWidget):
             optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             seed=self.seed.value(), num_samples=self.samples.value() if warm_latent is None else 1,
             preview_every=1, paste_back=mode == 2, spread_weight=self.spread.value(),
-            starts=starts, truncation=self.truncation.value(),
+            starts=starts, truncation=self.truncation.value(), class_label=_class_of(self.class_label),
         )  # fmt: skip
 
 
@@ -217,6 +235,7 @@ class PriorPanel(QWidget):
         self.samples = QSpinBox(minimum=1, maximum=16, value=4)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.truncation = _truncation_box()
+        self.class_label = _class_box()
         lay = QVBoxLayout(self)
         lay.addLayout(
             _form(
@@ -232,6 +251,7 @@ class PriorPanel(QWidget):
                     ("Samples", self.samples),
                     ("Seed", self.seed),
                     ("Truncation ψ", self.truncation),
+                    ("Class", self.class_label),
                 ]
             )
         )
@@ -263,7 +283,7 @@ class PriorPanel(QWidget):
             space=self.space.currentText(), steps=self.steps.value(), lr=self.lr.value(),
             denoise_steps=self.k.value(), guidance_scale=self.guidance.value(),
             num_samples=self.samples.value(), seed=self.seed.value(), preview_every=1,
-            truncation=self.truncation.value(),
+            truncation=self.truncation.value(), class_label=_class_of(self.class_label),
         )  # fmt: skip
 
 

@@ -141,6 +141,7 @@ class Worker(QThread):
             "path": str(path),
             "resolution": G.resolution,
             "spaces": [s.value for s in G.latent_spaces],
+            "c_dim": G.c_dim,
             "samples": samples,
         }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)

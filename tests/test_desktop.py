@@ -603,3 +603,28 @@ def test_ctrl_z_and_redo_shortcuts_undo_and_redo_a_stroke(window, qtbot):
     assert window.canvas.scribble_rgba()[..., 3].max() == 0
     qtbot.keyClick(window.canvas, redo.key(), redo.keyboardModifiers())
     assert window.canvas.scribble_rgba()[..., 3].max() == painted
+
+
+def test_a_conditional_generator_offers_its_classes(qtbot, tmp_path, settings):
+    import torch
+
+    from core.gan.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=16, channel_base=64, channel_max=8,
+                           mapping_layers=1, c_dim=3).eval()  # fmt: skip
+    w = MainWindow(save_generator(G, tmp_path / "cond.safetensors"), settings=settings)
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=60_000)
+    box = w.invert_panel.class_label
+    assert box.isEnabled() and box.maximum() == 2
+    box.setValue(2)
+    w.canvas.stroke([(2, 2), (10, 10)])
+    assert w.invert_panel.params(w.canvas).class_label == 2
+    w.worker.stop()
+
+
+def test_an_unconditional_generator_has_no_class_to_pick(window):
+    assert not window.invert_panel.class_label.isEnabled()
+    window.canvas.stroke([(2, 2), (10, 10)])
+    assert window.invert_panel.params(window.canvas).class_label is None

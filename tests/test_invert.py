@@ -313,3 +313,34 @@ def test_truncation_pulls_random_starts_towards_the_mean_w(G):
     torch.testing.assert_close(initial_latent(G, p, "cpu"), half)
     with pytest.raises(JobError, match="truncation"):
         InvertParams(target=np.zeros((16, 16, 3), np.uint8), truncation=1.5)
+
+
+def test_the_class_label_reaches_a_conditional_generators_mapping():
+    from core.gan.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=8, img_resolution=8, channel_base=32, channel_max=8,
+                           mapping_layers=1, c_dim=3).eval()  # fmt: skip
+    target = np.zeros((8, 8, 3), np.uint8)
+    starts = {}
+    for label in (0, 2):
+        p = InvertParams(target=target, space="w", init="random", class_label=label, steps=1, seed=5,
+                         perceptual_weight=0.0)  # fmt: skip
+        starts[label] = run_to_completion(invert(p, G)).latent
+        G.set_class(label)
+        torch.testing.assert_close(
+            initial_latent(G, p, "cpu"),
+            G.mapping(torch.randn(1, 8, generator=torch.Generator().manual_seed(5))),
+        )
+    with pytest.raises(JobError, match="0..2"):
+        run_to_completion(
+            invert(InvertParams(target=target, class_label=3, steps=1, perceptual_weight=0.0), G)
+        )
+    assert not np.allclose(starts[0], starts[2])  # the class changes where the job starts
+
+
+def test_a_class_label_on_an_unconditional_generator_is_refused(G):
+    with pytest.raises(JobError, match="unconditional"):
+        run_to_completion(
+            invert(InvertParams(target=np.zeros((16, 16, 3), np.uint8), class_label=1, steps=1), G)
+        )

@@ -46,6 +46,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         start_steps=a.start_steps,
         realism_weight=a.realism_weight,
         truncation=a.truncation,
+        class_label=a.class_label,
         paste_back=bool(a.hole and mask is not None),
         optimizer=a.optimizer,
         steps=a.steps,
@@ -156,6 +157,7 @@ def add_parsers(sub) -> None:
     inv.add_argument(
         "--truncation", type=float, default=1.0, help="psi for random starts in w / w+ (1: none)"
     )
+    inv.add_argument("--class", dest="class_label", type=int, help="conditional generators: the class label")
     inv.add_argument("--samples", type=int, default=1, help="latents optimised together")
     inv.add_argument("--seed", type=int, default=0)
     inv.add_argument("--model", help="generator file (.safetensors or StyleGAN2-ADA .pkl)")

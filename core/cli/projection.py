@@ -56,6 +56,7 @@ def add_parser(sub) -> None:
     pr.add_argument(
         "--truncation", type=float, default=d.truncation, help="psi for the mapping init (1: none)"
     )
+    pr.add_argument("--class", dest="class_label", type=int, help="conditional generators: the class label")
     pr.add_argument("--l1", type=float, default=d.l1_weight, help="scribble: masked L1 weight")
     pr.add_argument("--perceptual-weight", type=float, default=d.perceptual_weight)
     pr.add_argument("--perceptual", default="auto", help="auto, lpips-vgg, lpips-alex, bundled, none")
@@ -110,6 +111,7 @@ def projection_params(a: argparse.Namespace, target, mask) -> ProjectionParams:
         perceptual_weight=a.perceptual_weight,
         init=a.init,
         truncation=a.truncation,
+        class_label=a.class_label,
         num_samples=a.samples,
         seed=a.seed,
         preview_every=max(1, a.steps // 10),

@@ -23,6 +23,7 @@ class Generator(nn.Module):
     resolution: int
     latent_spaces: tuple[LatentSpace, ...] = (LatentSpace.Z, LatentSpace.W, LatentSpace.W_PLUS)
     mean_w_samples = 10_000
+    c_dim = 0  # class labels of a conditional generator (0: unconditional)
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,6 +64,11 @@ class Generator(nn.Module):
             z = torch.randn(min(batch, n - start), self.z_dim, generator=gen)
             chunks.append(self.mapping(z.to(self.device_of())))
         return torch.cat(chunks)
+
+    def set_class(self, label: int | None) -> None:
+        """The class later mappings draw from; an unconditional generator has only "no class"."""
+        if label not in (None, 0):
+            raise ValueError("this generator is unconditional: it has no class labels")
 
     def device_of(self) -> torch.device:
         return next(self.parameters()).device

@@ -18,6 +18,15 @@ from core.gan.base import Generator, LatentSpace
 FORMAT = "latent-canvas-latent/1"
 
 
+def use_class(G: Generator, label: int | None) -> None:
+    """Set the class a conditional generator's mapping uses for this job (a JobError if it has none
+    or the label is out of range)."""
+    try:
+        G.set_class(label)
+    except ValueError as e:
+        raise JobError(str(e)) from e
+
+
 def truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
     """The truncation trick (Karras et al. 2019): ``mean_w + psi (w - mean_w)``. psi = 1 leaves ``w``
     as it is; smaller psi trades variety for typical, cleaner images."""

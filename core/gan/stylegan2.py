@@ -34,6 +34,8 @@ class StyleGAN2Config:
     channel_max: int = 512
     conv_clamp: float | None = None  # clamp conv outputs to +-this (official configs use 256)
     resample_filter: tuple[int, ...] = field(default=(1, 3, 3, 1))
+    c_dim: int = 0  # class labels of a conditional generator (0: unconditional)
+    embed_features: int | None = None  # the label embedding's size (None: w_dim), as official
 
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
@@ -108,11 +110,18 @@ class FullyConnectedLayer(nn.Module):
         return F.leaky_relu(x, 0.2) * LRELU_GAIN if self.lrelu else x
 
 
+def _normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+
 class MappingNetwork(nn.Module):
     def __init__(self, cfg: StyleGAN2Config):
         super().__init__()
-        self.num_layers = cfg.mapping_layers
-        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        self.num_layers, self.c_dim = cfg.mapping_layers, cfg.c_dim
+        embed = (cfg.embed_features or cfg.w_dim) if cfg.c_dim else 0
+        if cfg.c_dim:  # official: the one-hot label through a linear layer, normalised, beside z
+            self.embed = FullyConnectedLayer(cfg.c_dim, embed)
+        dims = [cfg.z_dim + embed] + [cfg.w_dim] * cfg.mapping_layers
         for i in range(cfg.mapping_layers):
             layer = FullyConnectedLayer(
                 dims[i], dims[i + 1], lrelu=True, lr_multiplier=cfg.mapping_lr_multiplier
@@ -120,8 +129,10 @@ class MappingNetwork(nn.Module):
             setattr(self, f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
-    def forward(self, z):
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # normalise 2nd moment
+    def forward(self, z, c=None):
+        x = _normalize_2nd_moment(z)
+        if self.c_dim:
+            x = torch.cat([x, _normalize_2nd_moment(self.embed(c.to(x.dtype)))], dim=1)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         return x  # [N, w_dim]
@@ -351,6 +362,8 @@ class StyleGAN2Generator(Generator):
         self.num_ws = self.synthesis_net.num_ws
         self.mapping_net = MappingNetwork(cfg)
         self.noise_mode = "const"
+        self.c_dim = cfg.c_dim
+        self.class_label = 0  # the class a conditional generator's mapping draws from (set_class)
 
     def set_fused_modconv(self, fused: bool) -> StyleGAN2Generator:
         """Choose the modulated-conv implementation (same function; see :func:`modulated_conv2d`)."""
@@ -359,8 +372,21 @@ class StyleGAN2Generator(Generator):
                 m.fused_modconv = fused
         return self
 
+    def set_class(self, label: int | None) -> None:
+        """The class label every later :meth:`mapping` uses (conditional generators; None: 0)."""
+        label = 0 if label is None else int(label)
+        if self.c_dim == 0 and label != 0:
+            raise ValueError("this generator is unconditional: it has no class labels")
+        if self.c_dim and not 0 <= label < self.c_dim:
+            raise ValueError(f"class label must be in 0..{self.c_dim - 1}, got {label}")
+        self.class_label = label
+
     def mapping(self, z):
-        return self.mapping_net(z)
+        if not self.c_dim:
+            return self.mapping_net(z)
+        c = torch.zeros(z.shape[0], self.c_dim, device=z.device, dtype=z.dtype)
+        c[:, self.class_label] = 1
+        return self.mapping_net(z, c)
 
     def synthesis(self, ws):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):

@@ -16,7 +16,7 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, latent_to_ws, start_w
+from core.gan.latents import check_latent_shape, latent_to_ws, start_w, use_class
 from core.imageio import split_scribble
 from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
 from core.jobs.events import Progress
@@ -121,6 +121,7 @@ def invert(
     """
     p = params
     G.eval().requires_grad_(False)  # gradients flow to the latent only
+    use_class(G, p.class_label)
     obj = _Objective(p, G, perceptual_loss)
     latent = obj.latent0.clone().requires_grad_(True)
     opt = _make_optimizer(p, latent)

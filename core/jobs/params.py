@@ -42,6 +42,7 @@ class InvertParams:
     start_steps: int = 20
     realism_weight: float = 1.0
     truncation: float = 1.0  # psi for random starts: w = mean + psi (w - mean); 1 = none
+    class_label: int | None = None  # conditional generators: the class of the mapping (None: 0)
     optimizer: str = "adam"  # "adam" | "lbfgs"
     steps: int = 500
     lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
@@ -121,6 +122,7 @@ class ProjectionParams:
     init: str = "mapping"  # "mapping" (seeded mapping samples), "mean" (mean w), "latent" (init_latent)
     init_latent: np.ndarray | None = None  # in `space`'s shape, for init="latent"
     truncation: float = 1.0  # psi for the "mapping" init: w = mean + psi (w - mean); 1 = none
+    class_label: int | None = None  # conditional generators: the class of the mapping (None: 0)
     num_samples: int = 4  # latents optimised together, each from its own seed draw
     seed: int = 0  # initial latents, noise of the diffusion updates
     preview_every: int = 5  # yield a preview image every k steps (and at the last step)

@@ -22,7 +22,7 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, latent_to_ws, start_w
+from core.gan.latents import check_latent_shape, latent_to_ws, start_w, use_class
 from core.imaging import to_uint8
 from core.jobs.events import Progress
 from core.jobs.params import ProjectionParams
@@ -82,6 +82,7 @@ def project(
     """
     p = params
     G.eval().requires_grad_(False)
+    use_class(G, p.class_label)
     device = G.device_of()
     if p.prior in ("diffusion", "task-guided") and prior_model is None:
         raise JobError(f"the {p.prior} prior needs a trained diffusion model")

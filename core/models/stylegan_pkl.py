@@ -34,7 +34,7 @@ GENERATOR_ARGS = (*INT_ARGS, "mapping_kwargs", "synthesis_kwargs")
 OUR_SUBMODULES = {"mapping": "mapping_net", "synthesis": "synthesis_net"}
 # Options that change only training or float16 speed, not what the net computes in float32.
 IGNORED_OPTIONS = {
-    "w_avg_beta", "embed_features", "num_fp16_res", "fp16_channels_last", "channels_last",
+    "w_avg_beta", "num_fp16_res", "fp16_channels_last", "channels_last",
     "fused_modconv_default",  # which of two equal ways to run the modulated conv
 }  # fmt: skip
 # Options our implementation supports only at the official default.
@@ -47,7 +47,10 @@ FIXED_OPTIONS = {
 }
 # Options we read, with the types they may have; a crafted file can put any value anywhere.
 NONE = type(None)
-MAPPING_OPTIONS = {"num_layers": int, "lr_multiplier": (int, float), "layer_features": (int, NONE)}
+MAPPING_OPTIONS = {
+    "num_layers": int, "lr_multiplier": (int, float), "layer_features": (int, NONE),
+    "embed_features": (int, NONE),
+}  # fmt: skip
 SYNTHESIS_OPTIONS = {"channel_base": int, "channel_max": int, "conv_clamp": (int, float, NONE)}
 PLAIN = (NONE, bool, int, float, str)
 # SHA-256 of the network module sources NVlabs' code embeds in its pickles (dnnlib persistence stores
@@ -291,8 +294,8 @@ def _options(kwargs: dict, key: str, known: dict[str, Any], name: str) -> dict:
 
 
 def _config(kwargs: dict, name: str) -> StyleGAN2Config:
-    if kwargs["c_dim"] != 0:
-        raise ModelLoadError(f"{name}: conditional generators (c_dim={kwargs['c_dim']}) are not supported")
+    if kwargs["c_dim"] < 0:
+        raise ModelLoadError(f"{name}: c_dim={kwargs['c_dim']} is negative")
     if kwargs["img_channels"] != 3:
         raise ModelLoadError(
             f"{name}: only RGB generators are supported (img_channels={kwargs['img_channels']})"
@@ -312,6 +315,8 @@ def _config(kwargs: dict, name: str) -> StyleGAN2Config:
         channel_base=synthesis.get("channel_base", 32768),
         channel_max=synthesis.get("channel_max", 512),
         conv_clamp=synthesis.get("conv_clamp"),
+        c_dim=kwargs["c_dim"],
+        embed_features=mapping.get("embed_features"),
     )
 
 
