@@ -410,3 +410,9 @@ def test_a_conditional_generator_matches_the_reference_for_each_class():
             np.testing.assert_allclose(img.numpy(), ref["img"][label : label + 1], atol=1e-4)
     with pytest.raises(ValueError, match="0..2"):
         G.set_class(3)
+
+
+def test_a_pickle_with_numpy_arrays_is_explained_as_stylegan3_not_as_an_attack(tmp_path, source):
+    path = write_pkl(tmp_path / "sg3.pkl", source, evil=np.zeros(3))  # numpy pickles via _reconstruct
+    with pytest.raises(ModelLoadError, match=r"sg3\.pkl: not loaded: it holds numpy arrays.*StyleGAN3"):
+        load_stylegan2_pkl(path)

@@ -186,6 +186,12 @@ def _refusal(file_name: str, module: str, name: str) -> str:
     msg = f"{file_name}: refused to load: the pickle asks for {module}.{name}, which is not on the allowlist"
     if module.startswith("dnnlib.tflib"):
         msg += " (this is a TensorFlow StyleGAN pickle; only StyleGAN2-ADA PyTorch pickles are supported)"
+    elif module.split(".")[0] == "numpy" and name == "_reconstruct":
+        msg = (
+            f"{file_name}: not loaded: it holds numpy arrays, as StyleGAN3 (alias-free) network pickles do. "
+            "StyleGAN3 generators are not supported yet; StyleGAN2 pickles (stylegan2-ada-pytorch, or "
+            "stylegan3 with --cfg=stylegan2) are"
+        )
     return msg
 
 
