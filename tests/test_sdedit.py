@@ -590,3 +590,15 @@ def test_the_default_output_follows_the_guides_aspect_ratio(model):
     assert abs(w * h - model.native_size**2) <= 0.5 * model.native_size**2  # about the model's own area
     square, _ = run(model, steps=4, strength=0.5)
     assert square.size == (model.native_size, model.native_size)
+
+
+@pytest.mark.parametrize(("steps", "start_step"), [(25, 500), (10, 600), (7, 700), (30, 333)])
+def test_the_seeds_s_runs_s_steps_from_n(model, steps, start_step):
+    T = model.num_train_timesteps
+    p = SDEditParams(guide=guide(), prompt="a cat", steps=steps, start_step=start_step, steps_from_n=True)
+    total = p.schedule_steps(T)
+    assert int(total * start_step / T) == steps  # exactly S run, from N
+    result, _ = run(model, steps=steps, start_step=start_step, steps_from_n=True)
+    assert result.executed_steps == steps
+    same, _ = run(model, steps=total, start_step=start_step)  # diffusers' meaning, the same schedule
+    np.testing.assert_array_equal(result.latent, same.latent)

@@ -43,6 +43,7 @@ def cmd_sdedit(a: argparse.Namespace) -> int:
         guidance_scale=a.guidance,
         sampler=a.sampler,
         steps=a.steps,
+        steps_from_n=a.steps_from_n,
         seed=a.seed,
         size=a.size,
         mask_feather=a.feather,
@@ -126,6 +127,9 @@ def register(sub) -> None:
     sd.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
     sd.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
     sd.add_argument("--steps", type=int, default=50, help="S over the whole schedule; S x strength run")
+    sd.add_argument(
+        "--steps-from-n", action="store_true", help="the seed's S: --steps steps run from N (stride N / S)"
+    )
     sd.add_argument("--mask", help="regenerate only where this mask is white/opaque (local inpainting)")
     sd.add_argument("--feather", type=float, default=4.0, help="mask edge blur inward, pixels")
     sd.add_argument("--seed", type=int, default=0)

@@ -182,7 +182,8 @@ class SDEditParams:
     start_step: int | None = None  # N of T (seed: 500, 600, 700 of 1000)
     guidance_scale: float = 7.5  # classifier-free guidance; <= 1 = the conditional prediction only
     sampler: str = "ddim"  # "ddpm" (ancestral, Ho et al. 2020) | "ddim" (eta = 0, Song et al. 2021)
-    steps: int = 50  # S over the full schedule; int(S * strength) of them run
+    steps: int = 50  # S over the full schedule; int(S * strength) of them run (see steps_from_n)
+    steps_from_n: bool = False  # the seed's S instead: S steps run from N (a stride of N / S)
     seed: int = 0  # the noise added to the guide and DDPM's per-step noise
     num_samples: int = 1  # images made together from this guide, each from its own noise
     size: tuple[int, int] | None = None  # output (width, height); None = the native area in the guide aspect
@@ -214,6 +215,17 @@ class SDEditParams:
             raise JobError("guidance_scale and mask_feather must be >= 0")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
             raise JobError(f"size must be (width, height) of at least 8 px, got {self.size}")
+
+    def schedule_steps(self, num_train_timesteps: int) -> int:
+        """The sampler schedule's length over all T steps: ``steps``, or with ``steps_from_n`` the
+        length whose last int(length x strength) steps are ``steps`` steps from N."""
+        if not self.steps_from_n:
+            return self.steps
+        strength = self.strength_for(num_train_timesteps)
+        total = max(self.steps, round(self.steps / strength))
+        while int(total * strength) < self.steps:  # float rounding: never run fewer than asked
+            total += 1
+        return min(total, num_train_timesteps)
 
     def strength_for(self, num_train_timesteps: int) -> float:
         """N / T, with N from ``start_step`` when given."""

@@ -118,7 +118,8 @@ def _prepare(p: SDEditParams, model: SDModel, size: tuple[int, int]) -> _Run:
     if p.mask is not None and float(p.mask.max()) <= 0:
         raise JobError("the mask is empty: paint where the image should change")
     scheduler = make_scheduler(model, p.sampler)
-    timesteps = sdedit_timesteps(scheduler, p.steps, p.strength_for(model.num_train_timesteps))
+    T = model.num_train_timesteps
+    timesteps = sdedit_timesteps(scheduler, p.schedule_steps(T), p.strength_for(T))
     guide = image_tensor(p.guide, size)
     guide_latent = encode(model, guide)  # [1, C, h, w]
     gen = torch.Generator().manual_seed(p.seed)
