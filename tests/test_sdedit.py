@@ -639,3 +639,14 @@ def test_equals_diffusers_img2img_pipeline(tiny_dir, monkeypatch, sampler, stren
     ours, _ = run(model, guide=g, prompt="a cat", strength=strength, steps=steps, guidance_scale=guidance,
                   seed=3, sampler=sampler, size=(32, 32))  # fmt: skip
     np.testing.assert_array_equal(ours.latent, ref.numpy())
+
+
+def test_a_missing_tokenizer_folder_is_a_clear_error(tmp_path):
+    import shutil
+
+    from core.sd.tiny import write_tiny_pipeline
+
+    folder = write_tiny_pipeline(tmp_path / "p", seed=0)
+    shutil.rmtree(folder / "tokenizer")
+    with pytest.raises(ModelLoadError, match="tokenizer/ folder is missing"):
+        load_sd_model(folder, device="cpu")

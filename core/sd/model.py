@@ -249,6 +249,8 @@ def _load_text_encoder(folder: Path, index: dict, device: torch.device, dtype: t
     cls = index.get("text_encoder", [None, None])[1]
     if cls not in ("CLIPTextModel", None):
         raise ModelLoadError(f"{folder}: text encoder {cls!r} is not supported (CLIPTextModel only)")
+    if not (folder / "tokenizer").is_dir():  # transformers would build a broken tokenizer without it
+        raise ModelLoadError(f"{folder}: the tokenizer/ folder is missing (the text encoder needs it)")
     tok = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     enc = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
     return HFTextEncoder(tok, enc.to(device=device, dtype=dtype).eval().requires_grad_(False))
