@@ -69,7 +69,7 @@ def cmd_realism(a: argparse.Namespace) -> int:
             "n": a.n,
             "reference": "procedural eval split, images 0..n-1",
             "real_vs_real": rows["real eval vs real train"],
-            "command": f"python -m core.evals.metrics realism --n {a.n} --write-cards",
+            "command": f"python -m core.evals realism --n {a.n} --write-cards",
         }
         for name in a.models:
             card = bundled_model(name).with_suffix(".json")
