@@ -16,7 +16,7 @@ import torch
 from bench import app_speed, invert_speed, scaling
 from bench.common import machine
 
-SECTIONS = ("invert", "options", "app", "start", "scaling", "prior", "sdedit", "train", "frozen")
+SECTIONS = ("invert", "options", "app", "worker", "start", "scaling", "prior", "sdedit", "train", "frozen")
 
 
 def _model(a: argparse.Namespace) -> Path:
@@ -48,6 +48,10 @@ def _tables(section: str, G, model: Path, quick: bool):
         if not quick:  # the app's default loss: L1 x10 + the bundled perceptual loss x0.01
             yield app_speed.in_child("worker_jobs", model, steps=200, perceptual_weight=0.01)
         yield app_speed.in_child("window_stalls", model, steps=5 if quick else 200)
+    elif section == "worker":
+        from bench import worker_speed
+
+        yield from worker_speed.tables(model, quick=quick)
     elif section == "start":
         yield app_speed.cold_start(model)
         if not quick:

@@ -84,7 +84,7 @@ def worker_jobs(model_path: Path, *, steps: int = 200, perceptual_weight: float 
 
     from core.jobs.invert import scribble_params
     from desktop.widgets import StallMeter
-    from desktop.worker import JobRequest, MsgKind, Worker
+    from desktop.worker import InterpolateFrameRequest, JobRequest, LoadModelRequest, MsgKind, Worker
 
     app = _app()
     loss = f"L1 + bundled perceptual x{perceptual_weight:g}" if perceptual_weight else "L1 only"
@@ -96,7 +96,7 @@ def worker_jobs(model_path: Path, *, steps: int = 200, perceptual_weight: float 
     worker.message.connect(lambda m: got.append((time.perf_counter(), m)))
     worker.start()
     try:
-        worker.submit(JobRequest(1, "load_model", str(model_path)), supersede=False)
+        worker.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))), supersede=False)
         _wait(app, lambda: any(m.kind is MsgKind.MODEL_LOADED for _, m in got))
         G_res = next(m.payload["resolution"] for _, m in got if m.kind is MsgKind.MODEL_LOADED)
         params = scribble_params(  # as the Invert panel sends it: a preview every step, throttled
@@ -125,7 +125,8 @@ def worker_jobs(model_path: Path, *, steps: int = 200, perceptual_weight: float 
         lat = []
         for i, t in enumerate(np.linspace(0, 1, 11)):
             t0 = time.perf_counter()
-            worker.submit(JobRequest(10 + i, "interpolate_frame", (ends, "w+", float(t))))
+            frame = InterpolateFrameRequest(ends, "w+", float(t))
+            worker.submit(JobRequest(10 + i, "interpolate_frame", frame))
             _wait(app, lambda i=i: any(m.job_id == 10 + i and m.kind is MsgKind.RESULT for _, m in got))
             lat.append(next(t for t, m in got if m.job_id == 10 + i and m.kind is MsgKind.RESULT) - t0)
         table.add("slider: new position to new frame, median (ms)", float(np.median(lat[1:])) * 1e3, "< 50")
@@ -247,6 +248,10 @@ if __name__ == "__main__":  # python -m bench.app_speed '{"name": ..., "model": 
     import json
 
     spec = json.loads(sys.argv[1])
-    fn = {"worker_jobs": worker_jobs, "window_stalls": window_stalls}[spec["name"]]
+    from bench.worker_speed import compare_workers
+
+    fn = {"worker_jobs": worker_jobs, "window_stalls": window_stalls, "compare_workers": compare_workers}[
+        spec["name"]
+    ]
     result = fn(Path(spec["model"]), **spec["kw"])
     print(json.dumps(dataclasses.asdict(result)), flush=True)

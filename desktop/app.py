@@ -10,8 +10,15 @@ from pathlib import Path
 
 from core.compat import torch_version_problem
 
+SERVE_WORKER = "--serve-worker"
+
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [SERVE_WORKER]:  # a standalone build starts its worker process as itself
+        from core.worker.server import main as serve
+
+        return serve(argv[1:])
     ap = argparse.ArgumentParser(prog="latent-canvas")
     ap.add_argument("--model", type=Path, help="generator file (.safetensors or StyleGAN2-ADA .pkl)")
     ap.add_argument("--image", help="open this image as the base layer")
@@ -20,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="(testing) print the canvas' screen rectangle once the model is loaded, save a screenshot "
         "of the window after the first job result, then quit",
+    )
+    ap.add_argument("--worker", metavar="URL", help="use the worker server at URL (ws://host:port or wss://)")
+    ap.add_argument("--token-file", type=Path, help="the bearer token for --worker, in a file")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run jobs on a thread of the app, not in a worker process (a crash in torch then ends the app)",
     )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -36,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("Latent Canvas")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = MainWindow(a.model or bundled_model(DEFAULT_GENERATOR))
+    window = MainWindow(a.model or bundled_model(DEFAULT_GENERATOR), worker=_make_worker(a))
     if a.image:
         window.open_image(a.image)
     if a.smoke_screenshot:
@@ -46,6 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     with loop:
         loop.run_until_complete(_until_quit(app))
     return 0
+
+
+def _make_worker(a):
+    """A local worker process by default (loopback, a free port, a per-launch token); a remote one
+    with --worker; the in-process thread with --in-process."""
+    from desktop.worker import ProcessWorker, Worker
+
+    if a.in_process:
+        return Worker()
+    if a.worker:
+        token = a.token_file.read_text().strip() if a.token_file else None
+        return ProcessWorker(a.worker, token, restart=False)
+    return ProcessWorker()
 
 
 def _smoke(window, out: Path) -> None:

@@ -19,7 +19,9 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -38,7 +40,15 @@ from core.document import HistoryEntry, entry_from_result
 from desktop.canvas import MASK_COLOUR, Canvas, ImageView, Layer, Tool, qimage_from_rgb
 from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel, set_classes
 from desktop.widgets import ColourButton, LossPlot
-from desktop.worker import JobRequest, MsgKind, Worker, WorkerMessage
+from desktop.worker import (
+    InterpolateFrameRequest,
+    JobRequest,
+    LoadModelRequest,
+    MsgKind,
+    SDEditRequest,
+    Worker,
+    WorkerMessage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,7 @@ class MainWindow(QMainWindow):
         self.history_entries: list[HistoryEntry] = []
         self.worker = worker or Worker()
         self.worker.message.connect(self.on_message)
+        self.worker_label = QLabel(self.worker.description)
         self.canvas = Canvas(64)
         self.result_view = ImageView()
         self.result_view.picked.connect(self._pick_sample)
@@ -121,6 +132,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(w)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
+        self.statusBar().addPermanentWidget(self.worker_label)
         self.statusBar().addPermanentWidget(self.progress)
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
@@ -209,6 +221,8 @@ class MainWindow(QMainWindow):
         self._add(file, "Open project…", self.open_project, "Ctrl+Shift+O")
         self._add(file, "Save project", self.save_project, QKeySequence.StandardKey.Save)
         self._add(file, "Save project as…", lambda: self.save_project(ask=True), "Ctrl+Shift+S")
+        file.addSeparator()
+        self._add(file, "Connect to worker…", self.connect_to_worker)
         file.addSeparator()
         self._add(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
         edit = mb.addMenu("&Edit")
@@ -367,7 +381,9 @@ class MainWindow(QMainWindow):
         self._refresh_models()
         self.statusBar().showMessage(f"loading {path.name}…")
         self._load_id = next(self._ids)
-        self.worker.submit(JobRequest(self._load_id, "load_model", str(path)), supersede=False)
+        self.worker.submit(
+            JobRequest(self._load_id, "load_model", LoadModelRequest(str(path))), supersede=False
+        )
 
     def _model_failed(self, message: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, "Cannot load model", message, parent=self)
@@ -409,8 +425,8 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Cannot run", str(e))
             return False
         job_params = _job_params(params)
-        if isinstance(params, tuple):
-            self.settings.setValue(f"{panel.kind}/model", params[0] or "")
+        if isinstance(params, SDEditRequest):
+            self.settings.setValue(f"{panel.kind}/model", params.source or "")
         self.settings.setValue(f"{panel.kind}/steps", getattr(job_params, "steps", 0))
         for key in ("prompt",):
             if hasattr(job_params, key):
@@ -467,7 +483,7 @@ class MainWindow(QMainWindow):
         ends = [e.selected_ws() for e in self._selected_entries() if e.ws is not None]
         if len(ends) < 2:
             return
-        req = JobRequest(next(self._ids), "interpolate_frame", (ends, "w+", t))
+        req = JobRequest(next(self._ids), "interpolate_frame", InterpolateFrameRequest(ends, "w+", t))
         self._current_job = req.job_id
         self._current_kind = "interpolate_frame"
         self.worker.submit(req)
@@ -477,6 +493,8 @@ class MainWindow(QMainWindow):
         match msg.kind:
             case MsgKind.MODEL_LOADED:
                 self._model_loaded(msg.payload)
+            case MsgKind.WORKER_LOST:
+                self._worker_lost(msg.payload)
             case MsgKind.ERROR if msg.job_id == self._load_id:
                 self._model_failed(msg.payload)
             case MsgKind.ERROR:
@@ -498,6 +516,39 @@ class MainWindow(QMainWindow):
                 self._set_running(False)
                 cancelled = msg.kind is MsgKind.CANCELLED
                 self.add_result(entry_from_result(self._current_kind, msg.payload, cancelled=cancelled))
+
+    def _worker_lost(self, message: str) -> None:
+        """The worker process stopped (or could not be reached): canvas, history and unsaved work stay;
+        a local worker is restarted with the model reloaded, so the next job runs."""
+        self._set_running(False)
+        self.step_label.setText("worker stopped")
+        self.statusBar().showMessage(message, 15000)
+
+    def connect_to_worker(self) -> None:
+        """File ▸ Connect to worker…: a worker server on another machine (``latent-canvas-worker``)."""
+        from desktop.worker import ProcessWorker
+
+        title, last = "Connect to worker", str(self.settings.value("worker/url", "ws://127.0.0.1:8765"))
+        url, ok = QInputDialog.getText(self, title, "Worker URL (ws://host:port or wss://…):", text=last)
+        if not ok or not url.strip():
+            return
+        token, ok = QInputDialog.getText(
+            self, "Connect to worker", "Token (empty: none):", QLineEdit.EchoMode.Password
+        )
+        if not ok:
+            return
+        self.settings.setValue("worker/url", url.strip())
+        self.use_worker(ProcessWorker(url.strip(), token.strip() or None, restart=False))
+
+    def use_worker(self, worker) -> None:
+        """Switch to another worker (in-process, local process or remote) and load the model there."""
+        old, self.worker = self.worker, worker
+        old.message.disconnect(self.on_message)
+        old.stop()
+        worker.message.connect(self.on_message)
+        self.worker_label.setText(worker.description)
+        worker.start()
+        self.load_model(self.model_path)
 
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info
@@ -729,8 +780,8 @@ def _mask_rgba(mask: np.ndarray) -> np.ndarray:
 
 
 def _job_params(params):
-    """The core params dataclass of a request: SD requests are (model, device, params) tuples."""
-    return params[-1] if isinstance(params, tuple) else params
+    """The core params dataclass of a request: SD requests wrap theirs with the model and device."""
+    return params.params if isinstance(params, SDEditRequest) else params
 
 
 def _describe_params(entry: HistoryEntry) -> str:

@@ -357,6 +357,7 @@ class SDPanel(QWidget):
 
     def params(self, canvas: Canvas):
         from core.jobs.params import SDEditParams
+        from core.worker.messages import SDEditRequest
 
         mask = canvas.mask() if self.local.isChecked() else None
         params = SDEditParams(
@@ -365,4 +366,4 @@ class SDPanel(QWidget):
             sampler=self.sampler.currentText(), steps=self.steps.value(), seed=self.seed.value(),
             num_samples=self.samples.value(),
         )  # fmt: skip
-        return (self.model_source(), self.device.currentText(), params)
+        return SDEditRequest(params, source=self.model_source(), device=self.device.currentText())

@@ -29,3 +29,12 @@ def test_bench_quick_prior_sdedit_and_options_tables(capsys):
     assert "denoise / task" in text and "direct ms/step" in text and "| channels_last |" in text
     sd_rows = [r for r in text.splitlines() if r.startswith("| 10 | 6 |")]  # S = 10, strength 0.6: 6 run
     assert len(sd_rows) == 1
+
+
+def test_bench_quick_worker_process_against_the_thread(capsys, monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert main(["--quick", "--only", "worker"]) == 0
+    text = capsys.readouterr().out
+    row = next(r for r in text.splitlines() if r.startswith("| time to first preview (s) |"))
+    thread, process = (float(x) for x in row.split("|")[2:4])
+    assert thread > 0 and process > 0

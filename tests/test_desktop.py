@@ -11,7 +11,7 @@ from core.models.io import save_generator
 from desktop.canvas import Layer, Tool  # noqa: E402
 from desktop.main_window import MainWindow  # noqa: E402
 from desktop.widgets import StallMeter  # noqa: E402
-from desktop.worker import JobRequest, MsgKind, Worker  # noqa: E402
+from desktop.worker import JobRequest, LoadModelRequest, MsgKind, Worker  # noqa: E402
 from tests.conftest import tiny_stylegan  # noqa: E402
 
 
@@ -220,7 +220,7 @@ def test_new_request_supersedes_running_job(qtbot, model_file):
     worker.message.connect(got.append)
     worker.start()
     try:
-        worker.submit(JobRequest(1, "load_model", str(model_file)), supersede=False)
+        worker.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_file))), supersede=False)
         target = np.full((16, 16, 3), 100, np.uint8)
         worker.submit(
             JobRequest(2, "invert", InvertParams(target=target, steps=100_000, perceptual_weight=0))
@@ -488,7 +488,7 @@ def test_cancel_through_the_worker_stops_within_one_step(qtbot, model_file, monk
     worker.message.connect(got.append)
     worker.start()
     try:
-        worker.submit(JobRequest(1, "load_model", str(model_file)), supersede=False)
+        worker.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_file))), supersede=False)
         qtbot.waitUntil(lambda: any(m.kind is MsgKind.MODEL_LOADED for m in got), timeout=60_000)
         params = InvertParams(target=np.full((16, 16, 3), 90, np.uint8), steps=1000, perceptual_weight=0)
         worker.submit(JobRequest(2, "invert", params))

@@ -20,7 +20,7 @@ from tests.conftest import tiny_stylegan
 
 pytest.importorskip("PySide6")
 
-from desktop.worker import JobRequest, MsgKind, Worker  # noqa: E402
+from desktop.worker import JobRequest, LoadModelRequest, MsgKind, Worker  # noqa: E402
 
 TARGET = np.full((16, 16, 3), 90, np.uint8)
 
@@ -71,7 +71,7 @@ def run_worker(qtbot, monkeypatch):
         worker.message.connect(got.append)
         worker.start()
         started.append(worker)
-        worker.submit(JobRequest(1, "load_model", "failing.safetensors"), supersede=False)
+        worker.submit(JobRequest(1, "load_model", LoadModelRequest("failing.safetensors")), supersede=False)
         qtbot.waitUntil(lambda: any(m.kind is MsgKind.MODEL_LOADED for m in got), timeout=20_000)
         return worker, got
 
@@ -108,14 +108,14 @@ def test_out_of_memory_is_reported_and_the_next_job_runs(qtbot, run_worker, kind
 
 def test_failed_job_releases_its_memory(qtbot, run_worker, monkeypatch):
     # Log as the app does (to a stream): pytest's own log capture keeps every record's traceback alive.
-    log, stream = logging.getLogger("desktop.worker"), io.StringIO()
+    log, stream = logging.getLogger("core.worker.engine"), io.StringIO()
     monkeypatch.setattr(log, "propagate", False)
     monkeypatch.setattr(log, "handlers", [logging.StreamHandler(stream)])
     G = failing_generator({3}, RuntimeError("CUDA out of memory."))
     worker, got = run_worker(G)
     worker.submit(invert_request(2), supersede=False)
     qtbot.waitUntil(lambda: any(m.kind is MsgKind.ERROR for m in got), timeout=30_000)
-    qtbot.waitUntil(lambda: worker._cancel is None, timeout=5_000)  # the worker's cleanup ran
+    qtbot.waitUntil(lambda: worker.engine.cancel_token is None, timeout=5_000)  # the worker's cleanup ran
     gc.collect()
     assert G.synthesis.calls == 3 and G.synthesis.buffers[1]() is None
     failing_call_buffer = G.synthesis.buffers[2]

@@ -16,7 +16,7 @@ log = logging.getLogger("latent_canvas.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.cli import gan, projection, sd
+    from core.cli import batch, gan, projection, sd
 
     ap = argparse.ArgumentParser(prog="latent-canvas-cli", description=__doc__)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_parsers(sub)
     projection.add_parser(sub)
     sd.register(sub)
+    batch.add_parser(sub, cli_main=main, cli_parser=build_parser)
     return ap
 
 

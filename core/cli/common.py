@@ -29,6 +29,26 @@ def format_losses(losses: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
+_HELD: dict | None = None  # set by hold_models(): loaded models kept between commands in one process
+
+
+def hold_models() -> None:
+    """Keep what commands load (generators, perceptual nets, CLIP, SD pipelines) for the next command in
+    this process: a batch worker (core.cli.batch) runs the same command on many inputs."""
+    global _HELD
+    if _HELD is None:
+        _HELD = {}
+
+
+def held(key: tuple, load):
+    """``load()``, or while models are held, the object an earlier call with ``key`` loaded."""
+    if _HELD is None:
+        return load()
+    if key not in _HELD:
+        _HELD[key] = load()
+    return _HELD[key]
+
+
 def load_generator_arg(model: str | None, device: str):
     """``--model`` (or the bundled generator) -> ``(generator, path)``."""
     from core.models.io import load_generator
@@ -36,7 +56,7 @@ def load_generator_arg(model: str | None, device: str):
     path = Path(model) if model else bundled_model(DEFAULT_GENERATOR)
     if not model and not path.is_file():
         raise LatentCanvasError(f"the bundled model is missing ({path}); pass --model PATH")
-    return load_generator(path, device=device), path
+    return held(("generator", str(path), device), lambda: load_generator(path, device=device)), path
 
 
 def read_target(a: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:

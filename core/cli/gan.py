@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli.common import format_losses, load_generator_arg, progress_bar, read_target, save_run
+from core.cli.common import format_losses, held, load_generator_arg, progress_bar, read_target, save_run
 from core.types import LatentSpace
 
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
@@ -68,7 +68,10 @@ def cmd_invert(a: argparse.Namespace) -> int:
     G, model_path = load_generator_arg(a.model, a.device)
     target, mask = read_target(a)
     apply_mode_defaults(a, mask)
-    perc, perc_kind = resolve_perceptual(a.perceptual, a.perceptual_weight, a.device)
+    perc, perc_kind = held(
+        ("perceptual", a.perceptual, a.perceptual_weight > 0, a.device),
+        lambda: resolve_perceptual(a.perceptual, a.perceptual_weight, a.device),
+    )
     params = invert_params(a, target, mask, perc is not None)
     started = time.perf_counter()
     job = invert(params, G, perceptual_loss=perc)

@@ -77,13 +77,14 @@ def _target_and_mask(a: argparse.Namespace) -> tuple[np.ndarray | None, np.ndarr
 
 def _resources(a: argparse.Namespace, G, model_path: Path):
     """(prior model or None, W statistics or None) for the chosen prior."""
+    from core.cli.common import held
     from core.prior.model import load_wdiffusion
     from core.prior.wstats import load_wstats, wstats_path_for
 
     model = None
     if a.prior in ("diffusion", "task-guided") or a.prior_model:
         path = Path(a.prior_model) if a.prior_model else bundled_model(BUNDLED_PRIOR)
-        model = load_wdiffusion(path, device=a.device)
+        model = held(("prior", str(path), a.device), lambda: load_wdiffusion(path, device=a.device))
     stats_path = wstats_path_for(model_path)
     wstats = load_wstats(stats_path) if a.prior in ("mean", "cluster") and stats_path.is_file() else None
     return model, wstats
@@ -119,7 +120,7 @@ def projection_params(a: argparse.Namespace, target, mask) -> ProjectionParams:
 
 
 def cmd_project(a: argparse.Namespace) -> int:
-    from core.cli.common import load_generator_arg, progress_bar, save_run
+    from core.cli.common import held, load_generator_arg, progress_bar, save_run
     from core.jobs.projection import project
     from core.jobs.runner import run_to_completion
     from core.losses import resolve_perceptual
@@ -131,11 +132,17 @@ def cmd_project(a: argparse.Namespace) -> int:
     if a.task == "clip":
         from core.clip import load_clip
 
-        clip = load_clip(a.clip, device=a.device, weights=a.clip_weights)
+        clip = held(
+            ("clip", a.clip, a.clip_weights, a.device),
+            lambda: load_clip(a.clip, device=a.device, weights=a.clip_weights),
+        )
     perc, perc_kind = (
         (None, "none")
         if a.task == "clip"
-        else resolve_perceptual(a.perceptual, a.perceptual_weight, a.device)
+        else held(
+            ("perceptual", a.perceptual, a.perceptual_weight > 0, a.device),
+            lambda: resolve_perceptual(a.perceptual, a.perceptual_weight, a.device),
+        )
     )
     prior_model, wstats = _resources(a, G, model_path)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from core.cli.common import progress_bar
+from core.cli.common import held, progress_bar
 from core.errors import LatentCanvasError
 
 
@@ -28,7 +28,8 @@ def cmd_sdedit(a: argparse.Namespace) -> int:
     from core.sd.model import load_sd_model
 
     # The global --device: cpu (default), cuda, mps, or auto (CUDA, else MPS, else CPU).
-    model = load_sd_model(a.model, device=a.device, config=a.config, allow_download=a.allow_download)
+    load = lambda: load_sd_model(a.model, device=a.device, config=a.config, allow_download=a.allow_download)  # noqa: E731
+    model = held(("sd", a.model, a.device, a.config), load)
     guide = load_image(a.image)
     mask = load_mask(a.mask) if a.mask else None
     if mask is not None and mask.shape != guide.shape[:2]:

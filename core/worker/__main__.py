@@ -1,0 +1,3 @@
+from core.worker.server import main
+
+raise SystemExit(main())

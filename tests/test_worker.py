@@ -1,0 +1,326 @@
+"""The worker process and its protocol: messages round-trip, the decoder refuses what is not a message,
+the server runs jobs like the in-process engine, refuses clients without the token, and cancels the job
+of a client that goes away."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.jobs.events import Progress
+from core.jobs.invert import invert
+from core.jobs.params import InvertParams, ProjectionParams, SDEditParams
+from core.jobs.runner import run_to_completion
+from core.models.io import save_generator
+from core.worker import protocol
+from core.worker.client import WorkerClient, WorkerConnectionError
+from core.worker.messages import (
+    ErrorKind,
+    InterpolateFrameRequest,
+    JobRequest,
+    LoadModelRequest,
+    MsgKind,
+    SDEditRequest,
+    WorkerMessage,
+)
+from core.worker.server import WorkerServer, is_loopback
+from tests.conftest import tiny_stylegan
+
+TARGET = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+
+
+def requests():
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:12, 4:12] = 1
+    return [
+        JobRequest(1, "load_model", LoadModelRequest("/models/g.safetensors", device="cuda:0")),
+        JobRequest(2, "invert", InvertParams(target=TARGET, mask=mask, space="w", steps=7, starts=4)),
+        JobRequest(3, "project", ProjectionParams(task="clip", prompt="an orange cat", prior="cluster")),
+        JobRequest(4, "sdedit", SDEditRequest(SDEditParams(guide=TARGET, prompt="cat", size=(24, 16)), "x")),
+        JobRequest(5, "interpolate_frame", InterpolateFrameRequest([np.ones((4, 8), np.float32)] * 2, "w+", 1)),  # noqa: E501
+    ]  # fmt: skip
+
+
+def same(a, b) -> bool:
+    """Deep equality over dataclasses, arrays (dtype and values), tuples, lists, dicts."""
+    import dataclasses
+
+    if isinstance(a, np.ndarray):
+        return (
+            isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        )
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b) and all(
+            same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.mark.parametrize("req", requests(), ids=lambda r: r.kind)
+def test_every_request_round_trips(req):
+    back = protocol.read_request(protocol.submit(req))
+    assert same(back, req)
+
+
+def test_events_round_trip_with_results(G):
+    p = InvertParams(target=TARGET, steps=3, perceptual_weight=0, num_samples=2)
+    result = run_to_completion(invert(p, G))
+    preview = np.zeros((2, 16, 16, 3), np.uint8)
+    events = [
+        WorkerMessage(MsgKind.PROGRESS, 7, Progress(2, 3, {"L1": float("nan")}, preview)),
+        WorkerMessage(MsgKind.RESULT, 7, result),
+        WorkerMessage(MsgKind.ERROR, 8, "no model", ErrorKind.JOB),
+        WorkerMessage(MsgKind.MODEL_LOADED, 9, {"name": "g", "spaces": ["w+"], "samples": result.images}),
+        WorkerMessage(MsgKind.RESULT, 10, result.images[0]),
+    ]  # fmt: skip
+    for ev in events:
+        back = protocol.read_event(protocol.event(ev))
+        if ev.kind is MsgKind.PROGRESS:
+            assert np.isnan(back.payload.losses["L1"])
+            assert same(back.payload.preview, ev.payload.preview)
+        else:
+            assert same(back, ev)
+
+
+def test_the_decoder_refuses_what_is_not_a_message():
+    good = protocol.submit(requests()[1])
+    bad = {
+        "empty": b"",
+        "not ours": b"GET / HTTP/1.1\r\n\r\n",
+        "wrong version": good[:3] + bytes([2]) + good[4:],
+        "truncated": good[:-10],
+        "trailing bytes": good + b"x",
+        "text": "hello",
+    }
+    for name, frame in bad.items():
+        with pytest.raises(protocol.ProtocolError):
+            protocol.read_request(frame)
+        assert name
+    # A type outside the allowlist, a field a dataclass lacks, a refused value, an oversized message.
+    for body in (
+        {"request": {"$dc": "Popen", "fields": {}}},
+        {"request": {"$dc": "JobRequest", "fields": {"job_id": 1, "kind": "invert", "params": None, "x": 1}}},
+        {"request": {"$dc": "LoadModelRequest", "fields": {"path": 1, "device": "cpu", "evil": 2}}},
+        {"request": {"$dc": "JobRequest", "fields": {"job_id": 1, "kind": "rm -rf", "params": None}}},
+    ):
+        frame = protocol.encode("submit")[:0] + _raw("submit", body)
+        with pytest.raises(protocol.ProtocolError):
+            protocol.read_request(frame)
+    with pytest.raises(protocol.ProtocolError, match="over the"):
+        protocol.decode(b"LCW\x01" + b"\0" * protocol.MAX_MESSAGE_BYTES)
+
+
+def _raw(kind: str, body: dict, arrays: list[dict] | None = None, tail: bytes = b"") -> bytes:
+    import json
+    import struct
+
+    head = json.dumps({"v": 1, "type": kind, "body": body, "arrays": arrays or []}).encode()
+    return b"LCW\x01" + struct.pack(">I", len(head)) + head + tail
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["$dc", "$nd", "$enum", "$tuple", "fields", "value", "job_id", "kind", "params", "a"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),  # noqa: E501
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.binary(max_size=256),
+    body=json_values,
+    shape=st.lists(st.integers(-2, 10**12), max_size=8),
+    dtype=st.sampled_from(["uint8", "float32", "object", "<U4", "complex64", 3]),
+    cut=st.integers(0, 400),
+)
+def test_fuzzed_frames_get_a_protocol_error_and_never_crash(data, body, shape, dtype, cut):
+    good = protocol.submit(requests()[1])
+    frames = [
+        data,
+        b"LCW\x01" + data,
+        _raw("submit", {"request": body}),
+        _raw("submit", {"request": {"$nd": 0}}, [{"dtype": dtype, "shape": shape}], data),
+        good[:cut],
+        good[:cut] + data,
+    ]
+    for frame in frames:
+        try:
+            protocol.read_request(frame)
+        except protocol.ProtocolError:
+            pass
+        try:
+            protocol.read_event(frame)
+        except protocol.ProtocolError:
+            pass
+
+
+def test_only_loopback_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def test_a_network_address_needs_a_token():
+    from core.worker.server import main
+
+    with pytest.raises(SystemExit, match="needs --token-file"):
+        main(["--host", "0.0.0.0", "--port", "0"])
+
+
+# --- a server on loopback, in this process -------------------------------------------------------
+
+
+class ServerThread:
+    def __init__(self, token=None):
+        self.server = WorkerServer(token=token, preview_interval_s=0.0)
+        self.url = None
+        ready = threading.Event()
+
+        def run():
+            self.loop = asyncio.new_event_loop()
+            self.task = self.loop.create_task(
+                self.server.serve("127.0.0.1", 0, ready=lambda url: (setattr(self, "url", url), ready.set()))
+            )
+            try:
+                self.loop.run_until_complete(self.task)
+            except asyncio.CancelledError:
+                pass
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(30)
+
+    def close(self):
+        self.server.requests.put(None)
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(10)
+
+
+class Inbox:
+    def __init__(self):
+        self.got: list[WorkerMessage] = []
+        self.closed: list[str] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, msg):
+        with self.cond:
+            self.got.append(msg)
+            self.cond.notify_all()
+
+    def wait(self, test, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not (found := [m for m in self.got if test(m)]):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; got {[(m.kind, m.job_id) for m in self.got]}"
+                self.cond.wait(left)
+        return found[0]
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return save_generator(tiny_stylegan(), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def server():
+    s = ServerThread(token="s3cret")
+    yield s
+    s.close()
+
+
+def connect(server, token="s3cret"):
+    inbox = Inbox()
+    client = WorkerClient(server.url, token=token, on_message=inbox, on_closed=inbox.closed.append)
+    client.connect()
+    return client, inbox
+
+
+def test_a_job_over_the_connection_equals_the_job_in_process(server, model_path, G):
+    client, inbox = connect(server)
+    assert "cpu" in client.capabilities["devices"] and "invert" in client.capabilities["jobs"]
+    client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+    info = inbox.wait(lambda m: m.job_id == 1).payload
+    assert info["resolution"] == 16 and info["samples"].shape == (4, 16, 16, 3)
+    p = InvertParams(target=TARGET, steps=6, preview_every=2, perceptual_weight=0, num_samples=2, seed=3)
+    client.submit(JobRequest(2, "invert", p))
+    result = inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.RESULT).payload
+    previews = [m for m in inbox.got if m.job_id == 2 and m.kind is MsgKind.PROGRESS]
+    assert [m.payload.step for m in previews] == [2, 4, 6]
+    local = run_to_completion(invert(p, tiny_stylegan()))
+    assert np.array_equal(result.images, local.images) and np.allclose(result.latent, local.latent, atol=1e-6)
+    client.close()
+
+
+def test_errors_carry_a_kind_and_the_worker_serves_on(server, tmp_path, model_path):
+    client, inbox = connect(server)
+    client.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=2, perceptual_weight=0)))
+    err = inbox.wait(lambda m: m.job_id == 1)
+    assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.JOB and "no model" in err.payload
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    client.submit(JobRequest(2, "load_model", LoadModelRequest(str(tmp_path / "bad.safetensors"))))
+    err = inbox.wait(lambda m: m.job_id == 2)
+    assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.MODEL
+    client._send(b"LCW\x01garbage")  # a malformed frame: a protocol error back, the connection lives
+    err = inbox.wait(lambda m: m.error_kind is ErrorKind.PROTOCOL)
+    client.submit(JobRequest(3, "load_model", LoadModelRequest(str(model_path))))
+    assert inbox.wait(lambda m: m.job_id == 3).kind is MsgKind.MODEL_LOADED
+    client.close()
+
+
+def test_a_client_without_the_token_gets_401_and_nothing_runs(server, caplog):
+    for token in (None, "wrong"):
+        with pytest.raises(WorkerConnectionError, match="401"):
+            connect(server, token=token)
+    assert server.server.engine.running is None and server.server._owners == {}
+    assert any("401" in r.getMessage() for r in caplog.records)
+
+
+def test_a_client_that_goes_away_has_its_job_cancelled_and_the_next_client_is_served(server, model_path):
+    a, inbox_a = connect(server)
+    a.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+    inbox_a.wait(lambda m: m.job_id == 1)
+    a.submit(JobRequest(2, "invert", InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)))
+    inbox_a.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
+    engine = server.server.engine
+    a.close()
+    deadline = time.monotonic() + 10
+    while engine.running is not None:  # cancelled within a step, not after a million
+        assert time.monotonic() < deadline, "the job of the client that left kept running"
+        time.sleep(0.01)
+    b, inbox_b = connect(server)
+    b.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=3, perceptual_weight=0)))
+    assert (
+        inbox_b.wait(lambda m: m.job_id == 1 and m.kind in (MsgKind.RESULT, MsgKind.ERROR)).kind
+        is MsgKind.RESULT
+    )
+    b.close()
+
+
+def test_newest_request_of_a_client_supersedes_its_running_job(server, model_path):
+    client, inbox = connect(server)
+    client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+    inbox.wait(lambda m: m.job_id == 1)
+    client.submit(JobRequest(2, "invert", InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)))
+    inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
+    client.submit(JobRequest(3, "invert", InvertParams(target=TARGET, steps=3, perceptual_weight=0)))
+    assert inbox.wait(lambda m: m.job_id == 2 and m.kind is not MsgKind.STARTED).kind is MsgKind.CANCELLED
+    assert inbox.wait(lambda m: m.job_id == 3 and m.kind is MsgKind.RESULT)
+    client.cancel()
+    client.close()
