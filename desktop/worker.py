@@ -165,7 +165,7 @@ class ProcessWorker(QObject):
             self.client = None
         if self._stopping:
             return
-        code = self.local.exit_code() if self.local is not None else None
+        code = self.local.exit_code(wait=2.0) if self.local is not None else None
         what = f"the worker stopped (exit code {code})" if code is not None else f"lost the worker: {reason}"
         log.error("%s", what)
         can_restart = self.restart and self.local is not None

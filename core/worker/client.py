@@ -149,8 +149,15 @@ class LocalWorker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The process's exit code, waiting up to ``wait`` s for it (a closed connection is often seen
+        a moment before the process is reaped); None while it runs."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(wait) if wait else self.process.poll()
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is not None and self.process.poll() is None:
