@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -38,7 +39,9 @@ from PySide6.QtWidgets import (
 
 from core.document import HistoryEntry, entry_from_result
 from desktop.canvas import MASK_COLOUR, Canvas, ImageView, Layer, Tool, qimage_from_rgb
+from desktop.job_queue import JobQueue
 from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel, set_classes
+from desktop.settings import Settings
 from desktop.widgets import ColourButton, LossPlot
 from desktop.worker import (
     InterpolateFrameRequest,
@@ -54,8 +57,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 PROJECT_FILTER = "Latent Canvas projects (*.lcproj)"
-AUTOSAVE_SECONDS = 120
-MAX_RECENT = 8
 LIVE_DEBOUNCE_MS = 350
 
 
@@ -63,11 +64,13 @@ class MainWindow(QMainWindow):
     model_ready = Signal(dict)  # the worker loaded a model (its info)
     result_added = Signal(int)  # index of a new history entry
 
-    def __init__(self, model_path: Path, worker: Worker | None = None, settings: QSettings | None = None):
+    def __init__(
+        self, model_path: Path, worker: Worker | None = None, settings: Settings | QSettings | None = None
+    ):
         super().__init__()
         self.setWindowTitle("Latent Canvas")
         self.setAcceptDrops(True)
-        self.settings = settings or QSettings("LatentCanvas", "LatentCanvas")
+        self.settings = settings if isinstance(settings, Settings) else Settings(settings)
         self.model_path = Path(model_path)
         self.model_info: dict | None = None
         self._ids = itertools.count(1)
@@ -80,6 +83,9 @@ class MainWindow(QMainWindow):
         self.worker = worker or Worker()
         self.worker.message.connect(self.on_message)
         self.worker_label = QLabel(self.worker.description)
+        self.jobs = JobQueue(self.worker, self)
+        self.jobs.job_started.connect(self._job_started)
+        self._frames: set[int] = set()  # slider frame requests (not queued jobs)
         self.canvas = Canvas(64)
         self.result_view = ImageView()
         self.result_view.picked.connect(self._pick_sample)
@@ -134,7 +140,7 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(220)
         self.statusBar().addPermanentWidget(self.worker_label)
         self.statusBar().addPermanentWidget(self.progress)
-        geometry = self.settings.value("window/geometry")
+        geometry = self.settings.geometry
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
@@ -162,7 +168,7 @@ class MainWindow(QMainWindow):
         self.colour_button.colour_changed.connect(lambda c: setattr(self.canvas, "colour", c))
         tb.addWidget(self.colour_button)
         self.size_spin = QSpinBox(minimum=1, maximum=64, suffix=" px", toolTip="Brush size (model pixels)")
-        self.size_spin.setValue(int(self.settings.value("brush/size", 4)))
+        self.size_spin.setValue(self.settings.brush_size)
         self.size_spin.valueChanged.connect(self._brush_size)
         self._brush_size(self.size_spin.value())
         tb.addWidget(self.size_spin)
@@ -172,7 +178,7 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.opacity_spin)
         tb.addSeparator()
         self.live = QCheckBox("Live", toolTip="Re-run the job when a stroke ends (newest wins)")
-        self.live.setChecked(self.settings.value("live", False, type=bool))
+        self.live.setChecked(self.settings.live)
         tb.addWidget(self.live)
 
     def _build_side_panel(self) -> QWidget:
@@ -199,11 +205,20 @@ class MainWindow(QMainWindow):
             buttons.addWidget(b)
         self.step_label = QLabel("idle")
         self.loss_plot = LossPlot()
+        self.job_list = QListView()
+        self.job_list.setModel(self.jobs)
+        self.job_list.setMaximumHeight(90)
+        self.job_list.setToolTip("Jobs: queued ones run in order; a live re-run replaces only live ones")
+        self.job_list.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        remove = QAction("Remove queued jobs", self.job_list)
+        remove.triggered.connect(self.jobs.cancel_queued)
+        self.job_list.addAction(remove)
         lay = QVBoxLayout()
         lay.addWidget(self.tabs, 1)
         lay.addLayout(buttons)
         lay.addWidget(self.step_label)
         lay.addWidget(self.loss_plot)
+        lay.addWidget(self.job_list)
         panel = QWidget()
         panel.setLayout(lay)
         panel.setFixedWidth(330)
@@ -266,7 +281,7 @@ class MainWindow(QMainWindow):
 
     def _brush_size(self, v: int) -> None:
         self.canvas.brush_size = float(v)
-        self.settings.setValue("brush/size", v)
+        self.settings.brush_size = v
 
     def _toggle_mask(self, on: bool) -> None:
         self.canvas.show_mask = on
@@ -312,13 +327,10 @@ class MainWindow(QMainWindow):
         return str(Path(recent[0]).parent) if recent else ""
 
     def recent_files(self) -> list[str]:
-        return [p for p in (self.settings.value("recent", []) or []) if isinstance(p, str)]
+        return self.settings.recent_images
 
     def _remember(self, path: str) -> None:
-        recent = [str(Path(path).resolve())] + [
-            p for p in self.recent_files() if p != str(Path(path).resolve())
-        ]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self.settings.add_recent_image(str(Path(path).resolve()))
         self._refresh_recent()
 
     def _refresh_recent(self) -> None:
@@ -345,7 +357,7 @@ class MainWindow(QMainWindow):
         from core.models.manager import generator_files
 
         found = generator_files()  # reads safetensors headers only: cheap, and torch-free
-        extra = [Path(p) for p in (self.settings.value("models", []) or []) if isinstance(p, str)]
+        extra = [Path(p) for p in self.settings.models]
         return list(dict.fromkeys([*found, *extra, self.model_path]))
 
     def _refresh_models(self) -> None:
@@ -370,8 +382,7 @@ class MainWindow(QMainWindow):
             self, "Open model", "", "Generators (*.safetensors *.pkl);;All files (*)"
         )
         if path:
-            models = [str(p) for p in self.known_models() if p.parent.name != "models"]
-            self.settings.setValue("models", list(dict.fromkeys([path, *models]))[:MAX_RECENT])
+            self.settings.add_model(path)
             self.load_model(Path(path))
         else:
             self._refresh_models()
@@ -426,26 +437,29 @@ class MainWindow(QMainWindow):
             return False
         job_params = _job_params(params)
         if isinstance(params, SDEditRequest):
-            self.settings.setValue(f"{panel.kind}/model", params.source or "")
-        self.settings.setValue(f"{panel.kind}/steps", getattr(job_params, "steps", 0))
-        for key in ("prompt",):
-            if hasattr(job_params, key):
-                self.settings.setValue(f"{panel.kind}/{key}", getattr(job_params, key))
-        self.submit_job(panel.kind, params)
+            self.settings.set_panel(panel.kind, "model", params.source or "")
+        self.settings.set_panel(panel.kind, "steps", getattr(job_params, "steps", 0))
+        if hasattr(job_params, "prompt"):
+            self.settings.set_panel(panel.kind, "prompt", job_params.prompt)
+        self.submit_job(panel.kind, params, live=live)
         return True
 
-    def submit_job(self, kind: str, params) -> int:
-        self._current_job = next(self._ids)
-        self._current_kind = kind
+    def submit_job(self, kind: str, params, *, live: bool = False) -> int:
+        """Queue a job (it runs when those before it are done; a live one replaces live ones)."""
+        job = self.jobs.submit(next(self._ids), kind, params, live=live)
+        if job.state.value == "queued":
+            self.statusBar().showMessage(f"queued: {len(self.jobs.queued())} job(s) waiting", 4000)
+        return job.job_id
+
+    def _job_started(self, job) -> None:
+        self._current_job, self._current_kind = job.job_id, job.kind
         self._last_progress = None
         self._accept_requested = False
-        total = int(getattr(_job_params(params), "steps", 0) or 0)
+        total = int(getattr(_job_params(job.params), "steps", 0) or 0)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.loss_plot.reset(total)
-        self.worker.submit(JobRequest(self._current_job, kind, params))
         self._set_running(True)
-        return self._current_job
 
     def _warm_latent(self, panel) -> np.ndarray | None:
         """Live mode starts from the newest result's latent when it is in the same latent space."""
@@ -483,13 +497,28 @@ class MainWindow(QMainWindow):
         ends = [e.selected_ws() for e in self._selected_entries() if e.ws is not None]
         if len(ends) < 2:
             return
-        req = JobRequest(next(self._ids), "interpolate_frame", InterpolateFrameRequest(ends, "w+", t))
-        self._current_job = req.job_id
-        self._current_kind = "interpolate_frame"
-        self.worker.submit(req)
+        req = JobRequest(
+            next(self._ids), "interpolate_frame", InterpolateFrameRequest(ends, "w+", t), live=True
+        )
+        self._frames.add(req.job_id)
+        self.worker.submit(req, supersede=False)
 
     # --- worker messages ---
     def on_message(self, msg: WorkerMessage) -> None:
+        """React to the worker, then let the queue move on (which may start the next job)."""
+        self._react(msg)
+        if msg.kind is MsgKind.WORKER_LOST:
+            self.jobs.worker_lost(str(msg.payload))
+        else:
+            self.jobs.handle(msg)
+
+    def _react(self, msg: WorkerMessage) -> None:
+        if msg.job_id in self._frames:
+            if msg.kind is MsgKind.RESULT:
+                self.result_view.set_rgb(msg.payload)  # an interpolation frame
+            if msg.kind in (MsgKind.RESULT, MsgKind.ERROR, MsgKind.CANCELLED):
+                self._frames.discard(msg.job_id)
+            return
         match msg.kind:
             case MsgKind.MODEL_LOADED:
                 self._model_loaded(msg.payload)
@@ -507,8 +536,6 @@ class MainWindow(QMainWindow):
                 self.step_label.setText("starting…")
             case MsgKind.PROGRESS:
                 self._progress(msg.payload)
-            case MsgKind.RESULT | MsgKind.CANCELLED if isinstance(msg.payload, np.ndarray):
-                self.result_view.set_rgb(msg.payload)  # an interpolation frame
             case MsgKind.CANCELLED if not self._accept_requested:
                 self._set_running(False)
                 self.step_label.setText("stopped")
@@ -528,7 +555,7 @@ class MainWindow(QMainWindow):
         """File ▸ Connect to worker…: a worker server on another machine (``latent-canvas-worker``)."""
         from desktop.worker import ProcessWorker
 
-        title, last = "Connect to worker", str(self.settings.value("worker/url", "ws://127.0.0.1:8765"))
+        title, last = "Connect to worker", self.settings.worker_url
         url, ok = QInputDialog.getText(self, title, "Worker URL (ws://host:port or wss://…):", text=last)
         if not ok or not url.strip():
             return
@@ -537,7 +564,7 @@ class MainWindow(QMainWindow):
         )
         if not ok:
             return
-        self.settings.setValue("worker/url", url.strip())
+        self.settings.worker_url = url.strip()
         self.use_worker(ProcessWorker(url.strip(), token.strip() or None, restart=False))
 
     def use_worker(self, worker) -> None:
@@ -547,6 +574,7 @@ class MainWindow(QMainWindow):
         old.stop()
         worker.message.connect(self.on_message)
         self.worker_label.setText(worker.description)
+        self.jobs.set_worker(worker)
         worker.start()
         self.load_model(self.model_path)
 
@@ -560,7 +588,7 @@ class MainWindow(QMainWindow):
         for panel in (self.invert_panel, self.prior_panel):
             set_classes(panel.class_label, info.get("c_dim", 0))
         self.result_view.set_batch(info["samples"])
-        self.settings.setValue("model", info["path"])
+        self.settings.last_model = info["path"]
         self.statusBar().showMessage(f"model {info['name']} ({info['resolution']} px)", 5000)
         self.model_ready.emit(info)
 
@@ -710,7 +738,7 @@ class MainWindow(QMainWindow):
 
         self.autosave_session = AutosaveSession.new()
         self._autosave_timer = QTimer(self)
-        seconds = int(self.settings.value("autosave/seconds", AUTOSAVE_SECONDS))
+        seconds = self.settings.autosave_seconds
         self._autosave_timer.setInterval(max(seconds, 1) * 1000)
         self._autosave_timer.timeout.connect(self.autosave)
         self._autosave_timer.start()
@@ -750,7 +778,7 @@ class MainWindow(QMainWindow):
         self._dirty = False
 
     def closeEvent(self, e) -> None:
-        if self._unsaved and self._has_work() and self.settings.value("confirm_close", True, type=bool):
+        if self._unsaved and self._has_work() and self.settings.confirm_close:
             answer = QMessageBox.question(
                 self,
                 "Save the session?",
@@ -764,8 +792,8 @@ class MainWindow(QMainWindow):
             ):
                 e.ignore()
                 return
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("live", self.live.isChecked())
+        self.settings.geometry = self.saveGeometry()
+        self.settings.live = self.live.isChecked()
         self.worker.stop()
         self._autosave_timer.stop()
         self.autosave_session.discard()  # a clean exit leaves nothing to recover

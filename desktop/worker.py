@@ -110,7 +110,9 @@ class ProcessWorker(QObject):
                 self._pending.append(request)
                 return
             client = self.client
-        client.submit(request)  # the worker cancels this client's running job itself (newest wins)
+        if supersede:
+            client.cancel()
+        client.submit(request)
 
     def cancel_current(self) -> None:
         with self._lock:

@@ -155,8 +155,8 @@ def test_branch_restarts_from_the_current_latent(window, qtbot):
     first = window._current_job
     sent = []
     window.worker.submit = lambda req, **kw: (sent.append(req), Worker.submit(window.worker, req, **kw))
-    window.branch_from_current()
-    assert window._current_job != first
+    window.branch_from_current()  # stops the running job; the branch starts once it has stopped
+    qtbot.waitUntil(lambda: window._current_job != first and bool(sent), timeout=30_000)
     params = sent[-1].params
     assert params.init == "latent" and params.init_latent.shape[0] == 1
     window.stop_job()
@@ -628,3 +628,17 @@ def test_an_unconditional_generator_has_no_class_to_pick(window):
     assert not window.invert_panel.class_label.isEnabled()
     window.canvas.stroke([(2, 2), (10, 10)])
     assert window.invert_panel.params(window.canvas).class_label is None
+
+
+def test_two_runs_queue_and_both_land_in_the_history(window, qtbot):
+    from desktop.job_queue import JobState
+
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.mode.setCurrentIndex(0)
+    window.invert_panel.steps.setValue(3)
+    window.run_job()
+    window.invert_panel.seed.setValue(7)
+    window.run_job()  # queued behind the first, not superseding it
+    _wait_result(window, qtbot, 2)
+    assert [j.state for j in window.jobs.jobs[-2:]] == [JobState.FINISHED, JobState.FINISHED]
+    assert [e.seed for e in window.history_entries[-2:]] == [0, 7]

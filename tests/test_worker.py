@@ -313,14 +313,35 @@ def test_a_client_that_goes_away_has_its_job_cancelled_and_the_next_client_is_se
     b.close()
 
 
-def test_newest_request_of_a_client_supersedes_its_running_job(server, model_path):
+def test_live_requests_supersede_live_jobs_and_queued_jobs_wait_their_turn(server, model_path):
     client, inbox = connect(server)
     client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
     inbox.wait(lambda m: m.job_id == 1)
-    client.submit(JobRequest(2, "invert", InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)))
+    long = InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)
+    short = InvertParams(target=TARGET, steps=3, perceptual_weight=0)
+    client.submit(JobRequest(2, "invert", long, live=True))
     inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
-    client.submit(JobRequest(3, "invert", InvertParams(target=TARGET, steps=3, perceptual_weight=0)))
+    client.submit(JobRequest(3, "invert", short, live=True))  # supersedes 2
     assert inbox.wait(lambda m: m.job_id == 2 and m.kind is not MsgKind.STARTED).kind is MsgKind.CANCELLED
     assert inbox.wait(lambda m: m.job_id == 3 and m.kind is MsgKind.RESULT)
+    client.submit(JobRequest(4, "invert", InvertParams(target=TARGET, steps=40, perceptual_weight=0)))
+    client.submit(JobRequest(5, "invert", short))  # queued behind 4: both run, in order
+    assert inbox.wait(lambda m: m.job_id == 5 and m.kind is MsgKind.RESULT)
+    done = [m.job_id for m in inbox.got if m.kind is MsgKind.RESULT]
+    assert done[-2:] == [4, 5]
     client.cancel()
     client.close()
+
+
+def test_the_request_queue_keeps_order_and_only_the_newest_live_request():
+    from core.worker.engine import RequestQueue
+
+    q = RequestQueue()
+    p = InvertParams(target=TARGET, steps=1)
+    for job_id, live in ((1, False), (2, True), (3, True), (4, False), (5, True), (6, True), (7, True)):
+        q.put(JobRequest(job_id, "invert", p, live=live))
+    q.put(None)
+    order = []
+    while (r := q.next()) is not None:
+        order.append(r.job_id)
+    assert order == [1, 3, 4, 7]

@@ -1,8 +1,9 @@
 """The engine: owns the loaded models and runs :class:`JobRequest` s, reporting through a callback.
 
 No Qt and no network: the app runs one on a thread (``desktop.worker.Worker``), the worker server
-(``core.worker.server``) runs one behind a WebSocket. A new request supersedes the running one (it
-is cancelled within one step) and :class:`RequestQueue` drains to the newest request.
+(``core.worker.server``) runs one behind a WebSocket. Requests run in order; live requests (a stroke's
+re-run, a slider frame) supersede each other (:class:`RequestQueue` keeps the newest of a run of them).
+Cancelling stops the running job within one step.
 """
 
 from __future__ import annotations
@@ -39,19 +40,15 @@ class RequestQueue:
             self._q.queue.extend(items)
 
     def next(self) -> JobRequest | None:
-        """The next request to run: the newest of a run of job requests (stale ones are dropped);
-        model loads and the stop sentinel are never skipped."""
+        """The next request to run, in order; of a run of live requests only the newest (the stale ones
+        are dropped). Other requests and the stop sentinel are never skipped."""
         req = self._q.get()
-        while req is not None and req.kind != "load_model":
-            try:
-                newer = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if newer is None or newer.kind == "load_model":
-                with self._q.mutex:  # back to the front, so it runs next
-                    self._q.queue.appendleft(newer)
-                break
-            req = newer
+        while req is not None and req.live:
+            with self._q.mutex:
+                newer_live = bool(self._q.queue) and self._q.queue[0] is not None and self._q.queue[0].live
+                if not newer_live:
+                    break
+                req = self._q.queue.popleft()
         return req
 
 

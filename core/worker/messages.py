@@ -72,6 +72,9 @@ class JobRequest:
     job_id: int
     kind: str  # a key of REQUEST_TYPES
     params: Any  # the matching request type
+    # Live requests (a stroke's re-run, a slider frame) supersede each other: a newer live request
+    # cancels the running live job and drops queued ones. Other requests run in order, never dropped.
+    live: bool = False
 
     def __post_init__(self) -> None:
         want = REQUEST_TYPES.get(self.kind)

@@ -122,11 +122,11 @@ class WorkerServer:
         if req is None:  # cancel
             self.engine.cancel_if(mine)
             return
-        if req.kind != "load_model":  # newest wins, as in the app: the running job of this client stops
-            self.engine.cancel_if(mine)
+        if req.live:  # live requests supersede this client's running live job (the app's JobQueue: docs)
+            self.engine.cancel_if(lambda running: running.live and mine(running))
         job_id = next(self._ids)
         self._owners[job_id] = (conn, req.job_id)
-        self.requests.put(JobRequest(job_id, req.kind, req.params))
+        self.requests.put(JobRequest(job_id, req.kind, req.params, live=req.live))
 
     def _owned_by(self, conn: ServerConnection):
         return lambda req: self._owners.get(req.job_id, (None, 0))[0] is conn
