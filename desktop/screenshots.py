@@ -59,7 +59,7 @@ def _inpaint_setup(canvas) -> None:
     canvas.tool = Tool.BRUSH
 
 
-def _open_window(out: Path):
+def _open_window(out: Path, worker=None):
     """The app on the bundled generator, with no confirmation boxes, once the model has loaded."""
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -70,7 +70,7 @@ def _open_window(out: Path):
     app = QApplication.instance() or QApplication(sys.argv[:1])
     settings = QSettings(str(out / ".screenshots.ini"), QSettings.Format.IniFormat)
     settings.setValue("confirm_close", False)
-    w = MainWindow(bundled_model(DEFAULT_GENERATOR), settings=settings)
+    w = MainWindow(bundled_model(DEFAULT_GENERATOR), worker=worker, settings=settings)
     w.resize(1360, 820)
     w.show()
     _wait(app, lambda: w.model_info is not None, 120)
@@ -109,7 +109,7 @@ def _interpolate_shot(app, w, out: Path) -> None:
     w.history.item(1).setSelected(True)
     w.tabs.setCurrentWidget(w.interp_panel)
     w.interp_panel.slider.setValue(500)
-    _wait(app, lambda: w._current_kind == "interpolate_frame", 5)
+    _wait(app, lambda: not w._frames, 30)  # the frame arrived
     t0 = time.monotonic()
     while time.monotonic() - t0 < 3:
         app.processEvents()
@@ -117,8 +117,31 @@ def _interpolate_shot(app, w, out: Path) -> None:
     w.grab().save(str(out / "panel-interpolate.png"))
 
 
+def worker_shot(out: Path, steps: int, timeout: float) -> None:
+    """``app-worker.png``: the app connected to a worker server by URL and token (a worker process on
+    loopback standing in for a GPU box), after a scribble job ran there."""
+    from core.worker.client import LocalWorker
+    from desktop.worker import ProcessWorker
+
+    server = LocalWorker()
+    url = server.start()
+    try:
+        app, w = _open_window(out, worker=ProcessWorker(url, server.token, restart=False))
+        _paint_scribble(w.canvas)
+        w.invert_panel.steps.setValue(steps)
+        _runner(app, w, out, timeout)(w.invert_panel, "worker")
+        (out / "panel-worker.png").replace(out / "app-worker.png")
+        w.worker.stop()
+    finally:
+        server.stop()
+        server.remove_token()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
+    ap.add_argument(
+        "--worker-shot", action="store_true", help="only app-worker.png: the app on a worker server"
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=900)
@@ -131,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["LATENT_CANVAS_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="lc-screenshots-")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.worker_shot:
+        worker_shot(a.out, a.steps, a.timeout)
+        return 0
     app, w = _open_window(a.out)
     run = _runner(app, w, a.out, a.timeout)
     _paint_scribble(w.canvas)
