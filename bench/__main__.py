@@ -16,7 +16,19 @@ import torch
 from bench import app_speed, invert_speed, scaling
 from bench.common import machine
 
-SECTIONS = ("invert", "options", "app", "worker", "start", "scaling", "prior", "sdedit", "train", "frozen")
+SECTIONS = (
+    "invert",
+    "options",
+    "app",
+    "worker",
+    "batch",
+    "start",
+    "scaling",
+    "prior",
+    "sdedit",
+    "train",
+    "frozen",
+)
 
 
 def _model(a: argparse.Namespace) -> Path:
@@ -52,6 +64,10 @@ def _tables(section: str, G, model: Path, quick: bool):
         from bench import worker_speed
 
         yield from worker_speed.tables(model, quick=quick)
+    elif section == "batch":  # Ray: the batch extra
+        from bench import batch_speed
+
+        yield batch_speed.run(quick=quick, model=model if quick else None)
     elif section == "start":
         yield app_speed.cold_start(model)
         if not quick:

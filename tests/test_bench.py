@@ -38,3 +38,10 @@ def test_bench_quick_worker_process_against_the_thread(capsys, monkeypatch):
     row = next(r for r in text.splitlines() if r.startswith("| time to first preview (s) |"))
     thread, process = (float(x) for x in row.split("|")[2:4])
     assert thread > 0 and process > 0
+
+
+def test_bench_quick_batch_on_ray_equals_the_plain_cli(capsys):
+    pytest.importorskip("ray")
+    assert main(["--quick", "--only", "batch"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if "within 10 %, equal" in r)
+    assert "| yes |" in row
