@@ -555,3 +555,16 @@ def test_cli_project_runs_each_task(cli_files, tmp_path, task, prior, extra):
     assert (
         len(run["loss_history"]) == 3 and (out / "result_1.png").is_file() and (out / "latent.npz").is_file()
     )
+
+
+def test_projection_inpainting_keeps_the_pixels_outside_the_hole(G):
+    mask = np.zeros((16, 16), np.float32)
+    mask[:, :8] = 1  # keep the left half, fill the right
+    target = _target()
+    base = ProjectionParams(task="inpaint", target=target, mask=mask, prior="none", steps=3, num_samples=2)
+    kept = run_to_completion(project(base, G))
+    raw = run_to_completion(project(replace(base, paste_back=False), G))
+    assert np.array_equal(kept.images[:, :, :8], np.broadcast_to(target[None, :, :8], (2, 16, 8, 3)))
+    assert not np.array_equal(raw.images[:, :, :8], kept.images[:, :, :8])  # G alone does not keep them
+    seam_free = np.abs(kept.images[:, :, 13:].astype(int) - raw.images[:, :, 13:].astype(int))
+    assert seam_free.max() <= 1  # the hole is G's, away from the feathered seam

@@ -277,7 +277,7 @@ def _projection_settings(cfg: dict) -> dict:
 def _inpaint_jobs(G, cfg: dict, *, perceptual, prior_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(targets, holes, filled images) for the 16 held-out cats. The invert job runs them as one batch
     (each latent its own target and hole, the target pasted back; multi-start takes a single target,
-    so these run without it); the projection job runs each cat on its own, without paste-back."""
+    so these run without it); the projection job runs each cat on its own (pasting back by default)."""
     from core.jobs.invert import inpaint_params, invert
     from core.jobs.runner import run_to_completion
 

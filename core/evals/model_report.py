@@ -193,7 +193,7 @@ def sweep_section(sg2: dict) -> list[str]:
         f"{g['real_precision']:.2f}. Every invert row: {_sweep_base()}. Projection rows run the "
         "projection job (core.jobs.projection) with its own defaults (L1 1, perceptual 1, Adam lr 0.02 "
         "in W, K = 10 denoising updates at noise 5% -> 0% after each step) and inpaint each cat on its "
-        "own, without pasting the target back.",
+        "own, the target pasted back outside the hole (its paste_back default).",
         "",
         "| setting | paint error sparse / dense | precision | KID (± std) | diversity / samples "
         "| s per job | inpaint kept PSNR | inpaint KID |",

@@ -126,6 +126,9 @@ class ProjectionParams:
     num_samples: int = 4  # latents optimised together, each from its own seed draw
     seed: int = 0  # initial latents, noise of the diffusion updates
     preview_every: int = 5  # yield a preview image every k steps (and at the last step)
+    # inpaint: show the target's own pixels where the mask is 1 (the generated hole blended in), as the
+    # invert job's inpainting does; False shows G's whole image (what the task loss sees)
+    paste_back: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space", LatentSpace(self.space))

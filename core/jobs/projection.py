@@ -23,7 +23,7 @@ import torch
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
 from core.gan.latents import check_latent_shape, latent_to_ws, start_w, use_class
-from core.imaging import to_uint8
+from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
 from core.jobs.events import Progress
 from core.jobs.params import ProjectionParams
 from core.jobs.tasks import make_task
@@ -168,6 +168,15 @@ def _w_units(model: WDenoiser, x: torch.Tensor) -> torch.Tensor:
     return w if model.cfg.space == "w" else w.view(-1, model.cfg.num_ws, model.cfg.w_dim)
 
 
+def _display(p: ProjectionParams, images: torch.Tensor) -> torch.Tensor:
+    """What the person sees: for inpainting with ``paste_back``, the target outside the hole (kept
+    pixels exactly as they were, the generated hole blended in over a feathered band inside it)."""
+    if p.task != "inpaint" or not p.paste_back:
+        return images
+    res, dev = images.shape[-1], images.device
+    return paste_back(images, image_to_tensor(p.target, res, dev), mask_to_tensor(p.mask, res, dev))
+
+
 def _progress(
     p: ProjectionParams, step: int, losses: dict, images: torch.Tensor, w: torch.Tensor
 ) -> Progress:
@@ -176,7 +185,7 @@ def _progress(
         step,
         p.steps,
         losses,
-        preview=to_uint8(images) if show else None,
+        preview=to_uint8(_display(p, images)) if show else None,
         latent=w.detach().cpu().numpy().copy() if show else None,
     )
 
@@ -192,7 +201,7 @@ def _result(G, p: ProjectionParams, w, task, model, history, *, cancelled: bool)
         params=p,
         latent=w.cpu().numpy().copy(),
         ws=ws.cpu().numpy().copy(),
-        images=to_uint8(images),
+        images=to_uint8(_display(p, images)),
         task_loss=task_loss.cpu().numpy().copy(),
         log_density=density,
         loss_history=history,
