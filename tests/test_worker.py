@@ -341,7 +341,8 @@ def test_the_request_queue_keeps_order_and_only_the_newest_live_request():
     for job_id, live in ((1, False), (2, True), (3, True), (4, False), (5, True), (6, True), (7, True)):
         q.put(JobRequest(job_id, "invert", p, live=live))
     q.put(None)
-    order = []
+    order, dropped = [], []
+    q.on_drop = lambda r: dropped.append(r.job_id)
     while (r := q.next()) is not None:
         order.append(r.job_id)
-    assert order == [1, 3, 4, 7]
+    assert order == [1, 3, 4, 7] and dropped == [2, 5, 6]

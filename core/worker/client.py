@@ -138,7 +138,7 @@ class LocalWorker:
                 return self.url
             if time.monotonic() > deadline:
                 break
-        code = self.process.poll()
+        code = self.exit_code(wait=5.0)
         self.stop()
         raise WorkerConnectionError(f"the local worker did not start (exit code {code}); see the log")
 

@@ -28,6 +28,7 @@ class RequestQueue:
 
     def __init__(self) -> None:
         self._q: queue.Queue[JobRequest | None] = queue.Queue()
+        self.on_drop: Callable[[JobRequest], None] | None = None  # told of each stale live request dropped
 
     def put(self, req: JobRequest | None) -> None:
         self._q.put(req)
@@ -48,7 +49,9 @@ class RequestQueue:
                 newer_live = bool(self._q.queue) and self._q.queue[0] is not None and self._q.queue[0].live
                 if not newer_live:
                     break
-                req = self._q.queue.popleft()
+                stale, req = req, self._q.queue.popleft()
+            if self.on_drop is not None:
+                self.on_drop(stale)
         return req
 
 
@@ -87,7 +90,9 @@ class Engine:
 
     # --- the engine's thread ---
     def serve(self, requests: RequestQueue) -> None:
-        """Run requests until the ``None`` sentinel."""
+        """Run requests until the ``None`` sentinel. A stale live request that is dropped is answered
+        CANCELLED (no result), so every request gets an answer."""
+        requests.on_drop = lambda req: self._emit(MsgKind.CANCELLED, req.job_id, None)
         while (req := requests.next()) is not None:
             self.handle(req)
 
