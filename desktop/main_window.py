@@ -590,6 +590,8 @@ class MainWindow(QMainWindow):
         self.result_view.set_batch(info["samples"])
         self.settings.last_model = info["path"]
         self.statusBar().showMessage(f"model {info['name']} ({info['resolution']} px)", 5000)
+        if info.get("warnings"):  # e.g. a pickle whose embedded network code is not NVlabs' own
+            QMessageBox.warning(self, "About this model", "\n\n".join(info["warnings"]))
         self.model_ready.emit(info)
 
     def _progress(self, ev) -> None:

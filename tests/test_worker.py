@@ -346,3 +346,28 @@ def test_the_request_queue_keeps_order_and_only_the_newest_live_request():
     while (r := q.next()) is not None:
         order.append(r.job_id)
     assert order == [1, 3, 4, 7] and dropped == [2, 5, 6]
+
+
+def test_what_the_loader_warns_about_reaches_the_app(monkeypatch, model_path):
+    import logging
+
+    from core.worker.engine import Engine
+
+    real = __import__("core.models.io", fromlist=["load_generator"]).load_generator
+
+    def load_and_warn(path, **kw):
+        logging.getLogger("core.models.stylegan_pkl").warning(
+            "g.pkl: its embedded network code is not NVlabs'"
+        )
+        return real(path, **kw)
+
+    monkeypatch.setattr("core.models.io.load_generator", load_and_warn)
+    got = []
+    Engine(got.append).handle(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+    assert got[0].kind is MsgKind.MODEL_LOADED and got[0].payload["warnings"] == [
+        "g.pkl: its embedded network code is not NVlabs'"
+    ]  # noqa: E501
+    got.clear()
+    monkeypatch.setattr("core.models.io.load_generator", real)
+    Engine(got.append).handle(JobRequest(2, "load_model", LoadModelRequest(str(model_path))))
+    assert got[0].payload["warnings"] == []

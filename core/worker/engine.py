@@ -138,7 +138,8 @@ class Engine:
 
             if bundled_model(path.name).is_file():
                 path = bundled_model(path.name)
-        self._generator = G = load_generator(path, device=device)
+        with _captured_warnings("core.models") as warnings:  # e.g. a pickle's unofficial network source
+            self._generator = G = load_generator(path, device=device)
         self._model_path, self._device = path, device
         self._perceptual = None
         with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
@@ -155,6 +156,7 @@ class Engine:
             "spaces": [s.value for s in G.latent_spaces],
             "c_dim": G.c_dim,
             "samples": samples,
+            "warnings": warnings,  # what the loader warned about, for the person (not only the log)
         }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
 
@@ -264,6 +266,22 @@ _HANDLERS = {
     "sdedit": "_run_sdedit",
     "interpolate_frame": "_interpolate_frame",
 }
+
+
+class _captured_warnings:  # noqa: N801 - used as a context manager
+    """Collect the WARNING (and worse) messages logged under ``logger`` inside the block."""
+
+    def __init__(self, logger: str):
+        self.logger, self.messages = logging.getLogger(logger), []
+        self.handler = logging.Handler(logging.WARNING)
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        self.logger.addHandler(self.handler)
+        return self.messages
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self.handler)
 
 
 def _is_oom(e: Exception) -> bool:
