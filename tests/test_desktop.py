@@ -647,7 +647,8 @@ def test_two_runs_queue_and_both_land_in_the_history(window, qtbot):
 def test_a_models_load_warning_is_shown_to_the_person(window, monkeypatch):
     shown = []
     monkeypatch.setattr("desktop.main_window.QMessageBox.warning", lambda *a: shown.append(a[2]))
-    info = dict(window.model_info, warnings=["g.pkl: its embedded network code is not NVlabs' official source"])
+    note = "g.pkl: its embedded network code is not NVlabs' official source"
+    info = dict(window.model_info, warnings=[note])
     window._model_loaded(info)
     assert shown and "not NVlabs' official source" in shown[0]
     window._model_loaded(dict(window.model_info, warnings=[]))
