@@ -314,10 +314,10 @@ def test_net_without_w_avg_loads_and_samples_its_mean(tmp_path, source):
     assert G._mean_w is None and G.mean_w(n=64).shape == (16,)
 
 
-def test_stylegan3_layout_is_refused(tmp_path, source):
+def test_a_synthesis_that_is_neither_stylegan2_nor_3_is_refused(tmp_path, source):
     blocks = source.synthesis_net._modules
-    blocks["input"] = blocks.pop("b4")  # StyleGAN3 synthesis starts with an 'input' layer, no b4
-    with pytest.raises(ModelLoadError, match=r"net\.pkl: not a StyleGAN2 generator"):
+    blocks["stem"] = blocks.pop("b4")  # neither StyleGAN2's b4 block nor StyleGAN3's input layer
+    with pytest.raises(ModelLoadError, match=r"net\.pkl: neither a StyleGAN2 nor a StyleGAN3 generator"):
         load_stylegan2_pkl(write_pkl(tmp_path / "net.pkl", source))
 
 
@@ -412,7 +412,66 @@ def test_a_conditional_generator_matches_the_reference_for_each_class():
         G.set_class(3)
 
 
-def test_a_pickle_with_numpy_arrays_is_explained_as_stylegan3_not_as_an_attack(tmp_path, source):
-    path = write_pkl(tmp_path / "sg3.pkl", source, evil=np.zeros(3))  # numpy pickles via _reconstruct
-    with pytest.raises(ModelLoadError, match=r"sg3\.pkl: not loaded: it holds numpy arrays.*StyleGAN3"):
-        load_stylegan2_pkl(path)
+@pytest.mark.parametrize("cfg", ["t", "r"])
+def test_stylegan3_pickles_match_nvlabs_code(cfg, caplog):
+    """Golden renders of NVlabs' StyleGAN3 (stylegan3-t: separable Kaiser filters; -r: radial filters,
+    1x1 convs), made by tests/data/golden/make_stylegan3_sg3.py with their code at 583f2bd."""
+    from core.gan.stylegan3 import StyleGAN3Generator
+
+    with caplog.at_level("WARNING"):
+        G = load_stylegan2_pkl(GOLDEN / f"sg3-{cfg}.pkl")
+    assert not [r for r in caplog.records if "official" in r.getMessage()]  # NVlabs' own source
+    assert isinstance(G, StyleGAN3Generator) and (G.resolution, G.num_ws, G.w_dim) == (32, 8, 16)
+    ref = np.load(GOLDEN / f"sg3-{cfg}.npz")
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            G.mapping(torch.from_numpy(ref["z"])).numpy(), ref["w_mapped"][:, 0], atol=1e-5
+        )
+        img = G.synthesis(torch.from_numpy(ref["ws"]))
+        np.testing.assert_allclose(
+            img.numpy(), ref["img_ws"], atol=1e-4 * max(1.0, np.abs(ref["img_ws"]).max())
+        )
+        w = G.mapping(torch.from_numpy(ref["z"]))
+        truncated = G.mean_w() + 0.7 * (w - G.mean_w())  # psi 0.7 towards the pickle's w_avg
+        np.testing.assert_allclose(G.synthesis(G.broadcast(truncated)).numpy(), ref["img_z_psi07"], atol=1e-4)
+
+
+def test_our_stylegan3_filters_equal_the_ones_nvlabs_designs():
+    from core.gan.stylegan3 import StyleGAN3Generator
+
+    for cfg in ("t", "r"):
+        loaded = load_stylegan2_pkl(GOLDEN / f"sg3-{cfg}.pkl")
+        pytest.importorskip("scipy") if cfg == "r" else None  # the radial (jinc) filter needs scipy.special
+        fresh = StyleGAN3Generator(loaded.cfg)  # designs its own low-pass filters
+        for name in loaded.synthesis_net.layer_names:
+            a, b = getattr(loaded.synthesis_net, name), getattr(fresh.synthesis_net, name)
+            for f in ("up_filter", "down_filter"):
+                if getattr(a, f) is not None:
+                    torch.testing.assert_close(getattr(b, f), getattr(a, f), atol=1e-7, rtol=0)
+
+
+def test_stylegan3_inverts_and_round_trips_through_safetensors(tmp_path):
+    from core.jobs.invert import invert
+    from core.jobs.params import InvertParams
+    from core.jobs.runner import run_to_completion
+    from core.models.io import load_generator, save_generator
+
+    G = load_stylegan2_pkl(GOLDEN / "sg3-t.pkl")
+    again = load_generator(save_generator(G, tmp_path / "sg3.safetensors"))
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        assert torch.equal(again.synthesis(ws), G.synthesis(ws))
+    target = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    r = run_to_completion(invert(InvertParams(target=target, steps=15, perceptual_weight=0), G))
+    assert r.loss_history[-1]["l1"] < r.loss_history[0]["l1"] and r.images.shape == (1, 32, 32, 3)
+
+
+def test_numpy_arrays_in_a_pickle_are_read_as_plain_data_only(tmp_path, source):
+    path = write_pkl(
+        tmp_path / "arrays.pkl", source, evil=np.zeros(3)
+    )  # numpy arrays pickle via _reconstruct
+    assert load_stylegan2_pkl(path).resolution == 16  # a plain array anywhere is harmless data
+    for bad in (np.array([object()], dtype=object), np.zeros(2).view(np.recarray)):
+        path = write_pkl(tmp_path / "bad.pkl", source, evil=bad)
+        with pytest.raises(ModelLoadError):
+            load_stylegan2_pkl(path)

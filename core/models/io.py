@@ -16,13 +16,16 @@ from core.errors import ModelLoadError
 from core.gan.base import Generator
 from core.gan.dcgan import DCGANGenerator
 from core.gan.stylegan2 import StyleGAN2Generator
+from core.gan.stylegan3 import StyleGAN3Generator
 from core.models.safe_load import read_safetensors
 from core.types import GENERATOR_FORMAT
 
 log = logging.getLogger(__name__)
 
 FORMAT = GENERATOR_FORMAT
-ARCHS: dict[str, type[Generator]] = {"stylegan2": StyleGAN2Generator, "dcgan": DCGANGenerator}
+ARCHS: dict[str, type[Generator]] = {
+    "stylegan2": StyleGAN2Generator, "stylegan3": StyleGAN3Generator, "dcgan": DCGANGenerator,
+}  # fmt: skip
 MEAN_W_KEY = "__mean_w__"
 
 

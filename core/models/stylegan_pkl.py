@@ -13,6 +13,7 @@ import collections
 import hashlib
 import io
 import logging
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 
 from core.errors import ModelLoadError
+from core.gan.base import Generator
 from core.gan.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from core.gan.stylegan3 import StyleGAN3Config, StyleGAN3Generator, layer_specs
 from core.models.safe_load import refusal_reason
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,10 @@ OFFICIAL_SOURCES = {
         "stylegan3 training/networks_stylegan2.py (583f2bd)",
     "137a76d163766bad469acb7a0835a6598419fb17585e5e0a72e3f0008668811c":
         "stylegan3 training/networks_stylegan2.py (8fb5177)",
+    "06082fb3e8929e477f58fb8bc78e7ecb9a9209eb01444272d1d153c85a6a89f7":
+        "stylegan3 training/networks_stylegan3.py (583f2bd)",
+    "739c91ff0995b5901ecaa5d1ccc89e1f0ec0d6999e2204828ce10410051a838c":
+        "stylegan3 training/networks_stylegan3.py (8fb5177)",
 }  # fmt: skip
 
 
@@ -147,6 +154,34 @@ def _numpy_dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
     return dtype
 
 
+class _NumpyArray:
+    """Stands in for a pickled numpy array (StyleGAN3 nets keep layer sizes as arrays): ``__setstate__``
+    accepts only a plain number dtype, an integer shape and raw bytes of that size (never an object
+    array), and keeps ``np.frombuffer`` of them in ``value``."""
+
+    value: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("malformed numpy array")
+        _version, shape, dtype, fortran, raw = state
+        if (
+            not isinstance(dtype, np.dtype)
+            or not isinstance(shape, tuple)
+            or not all(type(d) is int and 0 <= d < 2**31 for d in shape)
+            or not isinstance(raw, bytes | bytearray)
+            or len(raw) != math.prod(shape) * dtype.itemsize
+        ):
+            raise pickle.UnpicklingError("malformed numpy array")
+        self.value = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _numpy_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> _NumpyArray:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError("only plain numpy arrays can be read")
+    return _NumpyArray()
+
+
 def _numpy_scalar(dtype: Any, data: Any) -> int | float | bool:
     # Official nets keep gains such as np.sqrt(2) as numpy scalars; a Python number does as well.
     if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
@@ -167,6 +202,9 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy", "ndarray"): np.ndarray,  # only ever compared against, in _numpy_reconstruct
 }
 
 
@@ -186,12 +224,6 @@ def _refusal(file_name: str, module: str, name: str) -> str:
     msg = f"{file_name}: refused to load: the pickle asks for {module}.{name}, which is not on the allowlist"
     if module.startswith("dnnlib.tflib"):
         msg += " (this is a TensorFlow StyleGAN pickle; only StyleGAN2-ADA PyTorch pickles are supported)"
-    elif module.split(".")[0] == "numpy" and name == "_reconstruct":
-        msg = (
-            f"{file_name}: not loaded: it holds numpy arrays, as StyleGAN3 (alias-free) network pickles do. "
-            "StyleGAN3 generators are not supported yet; StyleGAN2 pickles (stylegan2-ada-pytorch, or "
-            "stylegan3 with --cfg=stylegan2) are"
-        )
     return msg
 
 
@@ -228,14 +260,69 @@ def _field(state: dict, key: str, kind: type | tuple[type, ...], name: str) -> A
     return value
 
 
-def _check_layout(record: PersistentRecord, name: str) -> None:
+def _check_layout(record: PersistentRecord, name: str) -> str:
+    """ "stylegan2" or "stylegan3" (NVlabs' two generators share the class name ``Generator``)."""
     modules = _field(record.state, "_modules", dict, name)
     mapping, synthesis = modules.get("mapping"), modules.get("synthesis")
     if not (isinstance(mapping, PersistentRecord) and isinstance(synthesis, PersistentRecord)):
         raise ModelLoadError(f"{name}: the generator has no mapping and synthesis networks")
-    if "b4" not in _field(synthesis.state, "_modules", dict, name):
-        # StyleGAN3 pickles share the Generator class name but their synthesis has no b4 block.
-        raise ModelLoadError(f"{name}: not a StyleGAN2 generator (StyleGAN3 and others are unsupported)")
+    blocks = _field(synthesis.state, "_modules", dict, name)
+    if "b4" in blocks:
+        return "stylegan2"
+    if "input" in blocks and any(str(k).startswith("L0_") for k in blocks):
+        return "stylegan3"
+    raise ModelLoadError(f"{name}: neither a StyleGAN2 nor a StyleGAN3 generator")
+
+
+# StyleGAN3's Generator(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, **synthesis):
+# the synthesis options it reads (flat), with their types; num_fp16_res changes only float16 speed.
+SG3_OPTIONS = {
+    "channel_base": int, "channel_max": int, "num_layers": int, "num_critical": int, "margin_size": int,
+    "conv_kernel": int, "filter_size": int, "lrelu_upsampling": int, "use_radial_filters": bool,
+    "first_cutoff": (int, float), "first_stopband": (int, float), "last_stopband_rel": (int, float),
+    "output_scale": (int, float), "magnitude_ema_beta": (int, float), "conv_clamp": (int, float, NONE),
+}  # fmt: skip
+SG3_IGNORED = {"num_fp16_res", "use_fp16"}
+
+
+def _sg3_config(record: PersistentRecord, name: str) -> StyleGAN3Config:
+    args, kwargs = record.state.get("_init_args", ()), record.state.get("_init_kwargs", {})
+    if not isinstance(args, tuple | list) or len(args) > 6 or not isinstance(kwargs, dict):
+        raise ModelLoadError(f"{name}: the generator's init arguments are malformed")
+    merged = dict(zip((*INT_ARGS, "mapping_kwargs"), args, strict=False)) | dict(kwargs)
+    for key in INT_ARGS:
+        if type(merged.get(key)) is not int:
+            raise ModelLoadError(f"{name}: generator argument {key}={merged.get(key)!r} is not an integer")
+    if merged["img_channels"] != 3 or merged["c_dim"] < 0:
+        raise ModelLoadError(f"{name}: only RGB generators with c_dim >= 0 are supported")
+    mapping = _options(merged, "mapping_kwargs", MAPPING_OPTIONS, name)
+    options = {k: v for k, v in merged.items() if k not in (*INT_ARGS, "mapping_kwargs")}
+    for option, value in options.items():
+        if option not in SG3_OPTIONS.keys() | SG3_IGNORED:
+            raise ModelLoadError(f"{name}: unsupported StyleGAN3 option {option}={value!r}")
+        if option in SG3_OPTIONS and not isinstance(value, SG3_OPTIONS[option]):
+            raise ModelLoadError(f"{name}: StyleGAN3 option {option}={value!r} has the wrong type")
+    # Defaults are those of NVlabs' StyleGAN3 MappingNetwork / SynthesisNetwork / SynthesisLayer.
+    known = {k: v for k, v in options.items() if k in SG3_OPTIONS}
+    try:
+        return StyleGAN3Config(
+            z_dim=merged["z_dim"], w_dim=merged["w_dim"], c_dim=merged["c_dim"],
+            img_resolution=merged["img_resolution"], mapping_layers=mapping.get("num_layers", 2),
+            mapping_lr_multiplier=mapping.get("lr_multiplier", 0.01), **known,
+        )  # fmt: skip
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{name}: unusable StyleGAN3 options: {e}") from e
+
+
+def _instantiate_sg3(cfg: StyleGAN3Config, weights: dict[str, torch.Tensor], name: str) -> StyleGAN3Generator:
+    try:
+        layer_specs(cfg)  # geometry from the options: refuse nonsense before building anything
+        with torch.device("meta"):  # as _instantiate: nothing allocated that the file does not back
+            G = StyleGAN3Generator(cfg, design_filters=False)
+        G.load_state_dict(weights, strict=True, assign=True)
+    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as e:
+        raise ModelLoadError(f"{name}: the weights do not match the generator's init arguments: {e}") from e
+    return G
 
 
 def _warn_unofficial_source(record: PersistentRecord, name: str) -> None:
@@ -370,8 +457,9 @@ def _instantiate(cfg: StyleGAN2Config, weights: dict[str, torch.Tensor], name: s
 
 def load_stylegan2_pkl(
     path: str | Path, *, device: str | torch.device = "cpu", key: str = "G_ema"
-) -> StyleGAN2Generator:
-    """Load the generator of an official StyleGAN2-ADA (PyTorch) network pickle, running none of its code.
+) -> Generator:
+    """Load the generator of an official StyleGAN2-ADA (PyTorch) or StyleGAN3 network pickle, running
+    none of its code.
 
     The pickle is read through an allowlist (persistent network records, tensors, plain containers,
     numpy number scalars); anything else, such as the embedded module source, is never executed.
@@ -384,7 +472,7 @@ def load_stylegan2_pkl(
         key: which network of the pickle to load; ``G_ema`` is the one meant for inference.
 
     Returns:
-        A :class:`StyleGAN2Generator` in eval mode with ``requires_grad`` off.
+        A :class:`StyleGAN2Generator` or :class:`StyleGAN3Generator` in eval mode with ``requires_grad`` off.
 
     Raises:
         ModelLoadError: missing, truncated or non-pickle file; a global outside the allowlist;
@@ -394,15 +482,27 @@ def load_stylegan2_pkl(
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     record = _network_record(_unpickle(path), key, path.name)
-    _check_layout(record, path.name)
+    arch = _check_layout(record, path.name)
     _warn_unofficial_source(record, path.name)
-    cfg = _config(_init_kwargs(record, path.name), path.name)
     weights = _our_names(_flatten(record, "", {}, path.name))
+    if arch == "stylegan3":
+        cfg3 = _sg3_config(record, path.name)
+        G = _instantiate_sg3(cfg3, _with_w_avg(weights, cfg3.w_dim), path.name)
+        return _finish(G, path, key, "StyleGAN3", has_w_avg="mapping_net.w_avg" in weights, device=device)
+    cfg = _config(_init_kwargs(record, path.name), path.name)
     has_w_avg = "mapping_net.w_avg" in weights
-    if not has_w_avg:  # nets trained with w_avg_beta=None do not track the mean; sample it later
-        weights["mapping_net.w_avg"] = torch.zeros(cfg.w_dim)
-    G = _instantiate(cfg, weights, path.name).to(device).eval().requires_grad_(False)
+    G = _instantiate(cfg, _with_w_avg(weights, cfg.w_dim), path.name)
+    return _finish(G, path, key, "StyleGAN2", has_w_avg=has_w_avg, device=device)
+
+
+def _with_w_avg(weights: dict[str, torch.Tensor], w_dim: int) -> dict[str, torch.Tensor]:
+    # Nets trained with w_avg_beta=None do not track the mean w; it is sampled later instead.
+    return weights if "mapping_net.w_avg" in weights else {**weights, "mapping_net.w_avg": torch.zeros(w_dim)}
+
+
+def _finish(G: Generator, path: Path, key: str, arch: str, *, has_w_avg: bool, device) -> Generator:
+    G = G.to(device).eval().requires_grad_(False)
     if has_w_avg:
         G.set_mean_w(G.mapping_net.w_avg.clone())
-    log.info("loaded %s[%r]: StyleGAN2 %d px, %d ws", path.name, key, cfg.img_resolution, G.num_ws)
+    log.info("loaded %s[%r]: %s %d px, %d ws", path.name, key, arch, G.resolution, G.num_ws)
     return G
