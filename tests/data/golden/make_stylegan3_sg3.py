@@ -28,8 +28,9 @@ OUT = Path(__file__).resolve().parent
 
 def make(cfg: str) -> Generator:
     torch.manual_seed(0)
-    kw = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
-              channel_base=256, channel_max=16, num_layers=6, magnitude_ema_beta=0.999)  # fmt: skip
+    kw = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+              mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16, num_layers=6,
+              magnitude_ema_beta=0.999)  # fmt: skip
     if cfg == "r":  # as train.py --cfg=stylegan3-r
         kw.update(conv_kernel=1, channel_base=512, channel_max=32, use_radial_filters=True)
     G = Generator(**kw).eval().requires_grad_(False)
