@@ -204,6 +204,12 @@ SWEEP_SETTINGS = (
                                                            truncation=0.7)),
     ("projection: w, diffusion prior K 10, 40 steps", dict(job="projection", space="w", prior="diffusion",
                                                           steps=40)),
+    ("projection: w, prior K 10, 40 steps, L1 10, lr 0.05", dict(job="projection", space="w",
+                                                                prior="diffusion", steps=40, l1_weight=10.0,
+                                                                lr=0.05)),
+    ("projection: w+, prior K 10, 40 steps, L1 10, lr 0.05", dict(job="projection", space="w+",
+                                                                 prior="diffusion", steps=40, l1_weight=10.0,
+                                                                 lr=0.05)),
 )  # fmt: skip
 
 
