@@ -58,18 +58,19 @@ class WorkerServer:
         self.engine = Engine(self._on_engine_message, preview_interval_s=preview_interval_s)
         self._ids = itertools.count(1)
         self._owners: dict[int, tuple[ServerConnection, int]] = {}  # engine job id -> (client, its id)
+        self._owners_lock = threading.Lock()  # the loop adds and drops owners, the engine's thread too
         self._outboxes: dict[ServerConnection, asyncio.Queue] = {}
         self._thread = threading.Thread(target=self.engine.serve, args=(self.requests,), daemon=True)
 
     # --- the engine's thread ---
     def _on_engine_message(self, msg: WorkerMessage) -> None:
-        owner = self._owners.get(msg.job_id)
+        done = msg.kind in (MsgKind.RESULT, MsgKind.CANCELLED, MsgKind.ERROR, MsgKind.MODEL_LOADED)
+        with self._owners_lock:
+            owner = self._owners.pop(msg.job_id, None) if done else self._owners.get(msg.job_id)
         if owner is None or self.loop is None:
             return
         conn, client_id = owner
         frame = protocol.event(WorkerMessage(msg.kind, client_id, msg.payload, msg.error_kind))
-        if msg.kind in (MsgKind.RESULT, MsgKind.CANCELLED, MsgKind.ERROR, MsgKind.MODEL_LOADED):
-            self._owners.pop(msg.job_id, None)
         self.loop.call_soon_threadsafe(self._post, conn, frame)
 
     # --- the event loop ---
@@ -125,11 +126,16 @@ class WorkerServer:
         if req.live:  # live requests supersede this client's running live job (the app's JobQueue: docs)
             self.engine.cancel_if(lambda running: running.live and mine(running))
         job_id = next(self._ids)
-        self._owners[job_id] = (conn, req.job_id)
+        with self._owners_lock:
+            self._owners[job_id] = (conn, req.job_id)
         self.requests.put(JobRequest(job_id, req.kind, req.params, live=req.live))
 
     def _owned_by(self, conn: ServerConnection):
-        return lambda req: self._owners.get(req.job_id, (None, 0))[0] is conn
+        def mine(req: JobRequest) -> bool:
+            with self._owners_lock:
+                return self._owners.get(req.job_id, (None, 0))[0] is conn
+
+        return mine
 
     def _client_gone(self, conn: ServerConnection) -> None:
         """Cancel what it was running (within one step), drop what it queued."""
@@ -137,9 +143,11 @@ class WorkerServer:
         self.engine.cancel_if(mine)
         self.requests.drop(lambda req: not mine(req))
         self._outboxes.pop(conn, None)
-        for job_id in [j for j, (c, _) in self._owners.items() if c is conn]:
-            if self.engine.running is None or self.engine.running.job_id != job_id:
-                self._owners.pop(job_id, None)
+        running = self.engine.running
+        with self._owners_lock:  # keep the running job's owner: its last message is still to come
+            for job_id in [j for j, (c, _) in self._owners.items() if c is conn]:
+                if running is None or running.job_id != job_id:
+                    del self._owners[job_id]
 
     async def serve(self, host: str, port: int, *, ssl_context=None, ready=None) -> None:
         self.loop = asyncio.get_running_loop()
