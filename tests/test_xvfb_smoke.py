@@ -15,7 +15,7 @@ from core.models.io import save_generator
 from tests.conftest import tiny_stylegan
 
 pytestmark = [
-    pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool"),
+    pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="Xvfb and xdotool"),
     pytest.mark.slow,  # a real window and a worker process: about 30 s
 ]
 
