@@ -483,6 +483,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_card:
         cmd = f"python -m core.evals scribble-sweep --k {a.k} --write-card"
+        if a.only:  # the rows that ran (the others were not measured on this generator)
+            cmd += " --only " + " ".join(f'"{n}"' for n in a.only)
         write_quality(
             bundled_model(a.model).with_suffix(".json"), "scribble_sweep", {**table, "command": cmd}
         )
