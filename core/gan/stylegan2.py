@@ -348,7 +348,29 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class StyleGAN2Generator(Generator):
+class ClassConditionalMapping:
+    """``set_class`` and ``mapping`` for StyleGAN generators (2 and 3): a conditional generator's
+    mapping gets the one-hot label of ``class_label``; an unconditional one gets z alone. Needs
+    ``mapping_net``, ``c_dim`` and ``class_label`` on the generator."""
+
+    def set_class(self, label: int | None) -> None:
+        """The class label every later :meth:`mapping` uses (conditional generators; None: 0)."""
+        label = 0 if label is None else int(label)
+        if self.c_dim == 0 and label != 0:
+            raise ValueError("this generator is unconditional: it has no class labels")
+        if self.c_dim and not 0 <= label < self.c_dim:
+            raise ValueError(f"class label must be in 0..{self.c_dim - 1}, got {label}")
+        self.class_label = label
+
+    def mapping(self, z):
+        if not self.c_dim:
+            return self.mapping_net(z)
+        c = torch.zeros(z.shape[0], self.c_dim, device=z.device, dtype=z.dtype)
+        c[:, self.class_label] = 1
+        return self.mapping_net(z, c)
+
+
+class StyleGAN2Generator(ClassConditionalMapping, Generator):
     """StyleGAN2 with z, w and w+ latent spaces. ``synthesis`` uses constant noise (deterministic)."""
 
     def __init__(self, cfg: StyleGAN2Config | None = None, **overrides):
@@ -371,22 +393,6 @@ class StyleGAN2Generator(Generator):
             if hasattr(m, "fused_modconv"):
                 m.fused_modconv = fused
         return self
-
-    def set_class(self, label: int | None) -> None:
-        """The class label every later :meth:`mapping` uses (conditional generators; None: 0)."""
-        label = 0 if label is None else int(label)
-        if self.c_dim == 0 and label != 0:
-            raise ValueError("this generator is unconditional: it has no class labels")
-        if self.c_dim and not 0 <= label < self.c_dim:
-            raise ValueError(f"class label must be in 0..{self.c_dim - 1}, got {label}")
-        self.class_label = label
-
-    def mapping(self, z):
-        if not self.c_dim:
-            return self.mapping_net(z)
-        c = torch.zeros(z.shape[0], self.c_dim, device=z.device, dtype=z.dtype)
-        c[:, self.class_label] = 1
-        return self.mapping_net(z, c)
 
     def synthesis(self, ws):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):

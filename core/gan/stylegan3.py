@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.gan.base import Generator
-from core.gan.stylegan2 import FullyConnectedLayer, MappingNetwork, StyleGAN2Config
+from core.gan.stylegan2 import ClassConditionalMapping, FullyConnectedLayer, MappingNetwork, StyleGAN2Config
 
 SQRT2 = math.sqrt(2.0)
 
@@ -310,7 +310,7 @@ class SynthesisNetwork(nn.Module):
         return x * self.output_scale if self.output_scale != 1 else x
 
 
-class StyleGAN3Generator(Generator):
+class StyleGAN3Generator(ClassConditionalMapping, Generator):
     """StyleGAN3 (-t or -r) with z, w and w+ latent spaces; deterministic (it has no noise inputs)."""
 
     def __init__(self, cfg: StyleGAN3Config | None = None, *, design_filters: bool = True, **overrides):
@@ -335,19 +335,6 @@ class StyleGAN3Generator(Generator):
             )  # fmt: skip
         )
         self.class_label = 0
-
-    def set_class(self, label: int | None) -> None:
-        label = 0 if label is None else int(label)
-        if (self.c_dim == 0 and label != 0) or (self.c_dim and not 0 <= label < self.c_dim):
-            raise ValueError(f"class label {label} is not one of this generator's {self.c_dim} classes")
-        self.class_label = label
-
-    def mapping(self, z):
-        if not self.c_dim:
-            return self.mapping_net(z)
-        c = torch.zeros(z.shape[0], self.c_dim, device=z.device, dtype=z.dtype)
-        c[:, self.class_label] = 1
-        return self.mapping_net(z, c)
 
     def synthesis(self, ws):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
