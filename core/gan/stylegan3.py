@@ -116,19 +116,22 @@ def layer_specs(cfg: StyleGAN3Config) -> tuple[dict, list[LayerSpec]]:
 # --- filters --------------------------------------------------------------------------------------
 
 
-def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torch.Tensor:
-    """A separable windowed-sinc low-pass (Kaiser window, Kaiser's attenuation/beta formulas), unit DC
-    gain: the 1-D taps of each axis."""
-    nyq = fs / 2
-    atten = 2.285 * (numtaps - 1) * math.pi * (width / nyq) + 7.95
+def kaiser_window(numtaps: int, width: float, fs: float) -> np.ndarray:
+    """The Kaiser window for a transition band ``width`` (Kaiser's attenuation and beta formulas)."""
+    atten = 2.285 * (numtaps - 1) * math.pi * (width / (fs / 2)) + 7.95
     if atten > 50:
         beta = 0.1102 * (atten - 8.7)
     elif atten > 21:
         beta = 0.5842 * (atten - 21) ** 0.4 + 0.07886 * (atten - 21)
     else:
         beta = 0.0
+    return np.kaiser(numtaps, beta)
+
+
+def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torch.Tensor:
+    """A separable windowed-sinc low-pass (Kaiser window), unit DC gain: the 1-D taps of each axis."""
     m = np.arange(numtaps) - (numtaps - 1) / 2
-    h = (2 * cutoff / fs) * np.sinc(2 * cutoff / fs * m) * np.kaiser(numtaps, beta)
+    h = (2 * cutoff / fs) * np.sinc(2 * cutoff / fs * m) * kaiser_window(numtaps, width, fs)
     return torch.as_tensor(h / h.sum(), dtype=torch.float32)
 
 
@@ -141,11 +144,7 @@ def radial_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torc
     with np.errstate(invalid="ignore", divide="ignore"):
         f = j1(2 * cutoff * np.pi * r) / (np.pi * r)
     f[r == 0] = cutoff  # the limit of J1(2 pi c r) / (pi r) at r = 0
-    nyq = fs / 2
-    atten = 2.285 * (numtaps - 1) * math.pi * (width / nyq) + 7.95
-    beta = 0.1102 * (atten - 8.7) if atten > 50 else (0.5842 * (atten - 21) ** 0.4 + 0.07886 * (atten - 21)
-                                                       if atten > 21 else 0.0)  # fmt: skip
-    w = np.kaiser(numtaps, beta)
+    w = kaiser_window(numtaps, width, fs)
     f = f * np.outer(w, w)
     return torch.as_tensor(f / f.sum(), dtype=torch.float32)
 
