@@ -28,6 +28,7 @@ SECTIONS = (
     "sdedit",
     "train",
     "frozen",
+    "encoder",
 )
 
 
@@ -72,6 +73,10 @@ def _tables(section: str, G, model: Path, quick: bool):
         yield app_speed.cold_start(model)
         if not quick:
             yield app_speed.all_models_rss()
+    elif section == "encoder":
+        from bench import encoder_speed
+
+        yield from encoder_speed.run(quick=quick, model=None if quick else model)
     elif section == "scaling":
         tiny = dict(resolutions=(16, 32), batches=(1, 2), steps=2, cfg=dict(channel_base=128, channel_max=16))
         yield scaling.run(**tiny) if quick else scaling.run(cfg=_bundled_widths(G))

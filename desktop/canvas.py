@@ -67,6 +67,7 @@ class Canvas(QWidget):
     Space + left) pans; double-click with the middle button fits the image again."""
 
     stroke_finished = Signal()  # a stroke or layer operation changed the inputs
+    stroke_moved = Signal()  # a stroke in progress painted more (live encoder frames follow it)
     zoom_changed = Signal(float)
 
     def __init__(self, resolution: int = 64, parent=None):
@@ -261,6 +262,7 @@ class Canvas(QWidget):
         self._stroke_before = self.layers[self._active_layer()].copy()
         self._last = self.to_image(e.position())
         self._paint_segment(self._last, self._last)
+        self.stroke_moved.emit()
 
     def mouseMoveEvent(self, e) -> None:
         if self._pan_from is not None:
@@ -273,6 +275,7 @@ class Canvas(QWidget):
         p = self.to_image(e.position())
         self._paint_segment(self._last, p)
         self._last = p
+        self.stroke_moved.emit()
 
     def mouseReleaseEvent(self, e) -> None:
         if self._pan_from is not None:

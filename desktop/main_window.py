@@ -92,6 +92,9 @@ class MainWindow(SessionMixin, QMainWindow):
         self._live_timer = QTimer(self, singleShot=True, interval=LIVE_DEBOUNCE_MS)
         self._live_timer.timeout.connect(lambda: self.run_job(live=True))
         self.canvas.stroke_finished.connect(self._maybe_live)
+        self.canvas.stroke_moved.connect(self._live_frame)
+        self._frame_inflight: int | None = None  # the live encoder frame being made (one at a time)
+        self._frame_dirty = False  # the paint changed while it was being made
         self.project_path: Path | None = None
         self._pending_project = None  # layers to apply once the project's model has loaded
         self._dirty = False  # changed since the last autosave
@@ -424,8 +427,8 @@ class MainWindow(SessionMixin, QMainWindow):
             if not live:
                 QMessageBox.information(self, "Nothing painted", reason)
             return False
-        if live and warm_latent is None and panel.kind == "invert":
-            warm_latent = self._warm_latent(panel)
+        if live and warm_latent is None and panel.kind == "invert" and panel.init.currentText() != "encoder":
+            warm_latent = self._warm_latent(panel)  # with an encoder, the refinement starts from its answer
         try:
             params = (
                 panel.params(self.canvas, warm_latent)
@@ -493,6 +496,45 @@ class MainWindow(SessionMixin, QMainWindow):
         self.invert_panel.space.setCurrentText(entry.space)
         self.run_job(warm_latent=entry.latent[entry.selected][None])
 
+    def _encoder_live(self) -> bool:
+        """Live frames follow the brush: Live on, the Invert tab, encoder init (the model has one)."""
+        panel = self.invert_panel
+        return self.live.isChecked() and self._panel() is panel and panel.init.currentText() == "encoder"
+
+    def _live_frame(self) -> None:
+        """While a stroke is drawn: the encoder's one-pass result for the paint so far, one frame in
+        flight at a time (a stroke that moves on meanwhile asks for the next frame when it lands)."""
+        if not self._encoder_live() or self.invert_panel.needs_paint(self.canvas):
+            return
+        if self._frame_inflight is not None:
+            self._frame_dirty = True
+            return
+        if self.jobs.active is not None and self.jobs.active.live:
+            self.worker.cancel_current()  # the last stroke's refinement: this stroke supersedes it
+        req = JobRequest(
+            next(self._ids), "invert", self.invert_panel.params(self.canvas, frame=True), live=True
+        )
+        self._frames.add(req.job_id)
+        self._frame_inflight, self._frame_dirty = req.job_id, False
+        self.worker.submit(req, supersede=False)
+
+    def _frame_done(self, msg: WorkerMessage) -> None:
+        """A slider or live-encoder frame arrived (or was dropped): show it; ask for the next frame."""
+        if msg.kind is MsgKind.RESULT:
+            payload = msg.payload
+            if isinstance(payload, np.ndarray):
+                self.result_view.set_rgb(payload)  # an interpolation frame
+            else:
+                self.result_view.set_batch(payload.images)  # an encoder frame (InvertResult)
+        if msg.kind in (MsgKind.RESULT, MsgKind.ERROR, MsgKind.CANCELLED):
+            self._frames.discard(msg.job_id)
+            if msg.job_id == self._frame_inflight:
+                self._frame_inflight = None
+                if msg.kind is MsgKind.ERROR:
+                    self.statusBar().showMessage(f"live frame: {msg.payload}", 8000)
+                elif self._frame_dirty:
+                    self._live_frame()
+
     def _interpolate(self, t: float) -> None:
         ends = [e.selected_ws() for e in self._selected_entries() if e.ws is not None]
         if len(ends) < 2:
@@ -514,10 +556,7 @@ class MainWindow(SessionMixin, QMainWindow):
 
     def _react(self, msg: WorkerMessage) -> None:
         if msg.job_id in self._frames:
-            if msg.kind is MsgKind.RESULT:
-                self.result_view.set_rgb(msg.payload)  # an interpolation frame
-            if msg.kind in (MsgKind.RESULT, MsgKind.ERROR, MsgKind.CANCELLED):
-                self._frames.discard(msg.job_id)
+            self._frame_done(msg)
             return
         match msg.kind:
             case MsgKind.MODEL_LOADED:
@@ -585,6 +624,7 @@ class MainWindow(SessionMixin, QMainWindow):
             self._apply_project(self._pending_project)
             self._pending_project = None
         self.invert_panel.set_spaces(info["spaces"])
+        self.invert_panel.set_encoder(bool(info.get("encoder")), info.get("encoder_note", ""))
         for panel in (self.invert_panel, self.prior_panel):
             set_classes(panel.class_label, info.get("c_dim", 0))
         self.result_view.set_batch(info["samples"])

@@ -53,6 +53,14 @@ def _truncation_box() -> QDoubleSpinBox:
     )  # fmt: skip
 
 
+def _jitter_box() -> QDoubleSpinBox:
+    return QDoubleSpinBox(
+        minimum=0.0, maximum=3.0, decimals=2, singleStep=0.1, value=0.0,
+        toolTip="Encoder init, several samples: how far (in W standard deviations) the other samples "
+        "start from the encoder's answer",
+    )  # fmt: skip
+
+
 class InvertPanel(QWidget):
     """GAN inversion: scribble-to-image (loss where painted), invert the base, or inpaint the hole."""
 
@@ -64,8 +72,13 @@ class InvertPanel(QWidget):
         self.mode.addItems(INVERT_MODES)
         self.space = QComboBox()
         self.space.addItems(["w+", "w", "z"])
-        self.init = QComboBox()
+        self.init = QComboBox(
+            toolTip="Where the latent starts: the mean, random draws, or the generator's "
+            "encoder (one pass from your image or paint; offered when the model has one)"
+        )
         self.init.addItems(["mean", "random"])
+        self.has_encoder = False
+        self.jitter = _jitter_box()
         self.optimizer = QComboBox()
         self.optimizer.addItems(["adam", "lbfgs"])
         self.steps = QSpinBox(minimum=1, maximum=5000, value=settings.panel("invert", "steps", 200))
@@ -93,6 +106,7 @@ class InvertPanel(QWidget):
                     ("Mode", self.mode),
                     ("Latent space", self.space),
                     ("Init", self.init),
+                    ("Encoder spread", self.jitter),
                     ("Optimiser", self.optimizer),
                     ("Steps", self.steps),
                     ("Learning rate", self.lr),
@@ -113,17 +127,33 @@ class InvertPanel(QWidget):
         self.apply_mode_defaults(self.mode.currentIndex())
 
     def apply_mode_defaults(self, mode: int) -> None:
-        """Set the controls to the measured defaults of the chosen job (docs/models.md)."""
-        from core.jobs.params import MODE_DEFAULTS
+        """Set the controls to the measured defaults of the chosen job (docs/models.md, and
+        docs/encoders.md where the model has an encoder)."""
+        from core.jobs.params import mode_defaults
 
-        d = MODE_DEFAULTS[MODE_KEYS[mode]]
+        d = mode_defaults(MODE_KEYS[mode], has_encoder=self.has_encoder)
         if self.space.findText(d["space"]) >= 0:
             self.space.setCurrentText(d["space"])
         self.init.setCurrentText(d["init"])
+        self.jitter.setValue(d.get("encoder_jitter", 0.0))
+        if "steps" in d:
+            self.steps.setValue(d["steps"])
         self.l1.setValue(d["l1_weight"])
         self.perc.setValue(d["perceptual_weight"])
         self.spread.setValue(d["spread_weight"])
         self.starts.setValue(d["starts"])
+
+    def set_encoder(self, available: bool, note: str = "") -> None:
+        """Offer the "encoder" init only when the loaded generator has an encoder (and make it the
+        default then); ``note`` says why there is none."""
+        self.has_encoder = available
+        index = self.init.findText("encoder")
+        if available and index < 0:
+            self.init.addItem("encoder")
+        elif not available and index >= 0:
+            self.init.removeItem(index)
+        self.init.setToolTip(self.init.toolTip().split("\n")[0] + (f"\n{note}" if note else ""))
+        self.apply_mode_defaults(self.mode.currentIndex())
 
     def set_spaces(self, spaces: list[str]) -> None:
         current = self.space.currentText()
@@ -141,7 +171,9 @@ class InvertPanel(QWidget):
             return "Paint the hole with the mask brush first."
         return None
 
-    def params(self, canvas: Canvas, warm_latent: np.ndarray | None = None):
+    def params(self, canvas: Canvas, warm_latent: np.ndarray | None = None, *, frame: bool = False):
+        """The job the controls describe. ``frame``: a live frame while a stroke is drawn (the
+        encoder's one-pass answer for one sample, no optimisation)."""
         from core.imageio import split_scribble
         from core.jobs.params import InvertParams
 
@@ -152,16 +184,19 @@ class InvertPanel(QWidget):
             target, mask = canvas.base_rgb(), None
         else:
             target, mask = canvas.base_rgb(), 1.0 - canvas.mask()
-        init = {"init": self.init.currentText()}
+        init = {"init": self.init.currentText(), "encoder_jitter": self.jitter.value()}
         # Multi-start needs at least as many starts as samples; a warm start (live mode) is one latent.
         starts = max(self.starts.value(), self.samples.value()) if self.starts.value() else 0
+        samples = self.samples.value()
         if warm_latent is not None:
-            init, starts = {"init": "latent", "init_latent": warm_latent}, 0
+            init, starts, samples = {"init": "latent", "init_latent": warm_latent}, 0, 1
+        if frame:
+            init, starts, samples = {"init": "encoder"}, 0, 1
         return InvertParams(
             target=target, mask=mask, space=self.space.currentText(), **init,
             l1_weight=self.l1.value(), perceptual_weight=self.perc.value(), l2_delta_weight=self.l2.value(),
-            optimizer=self.optimizer.currentText(), steps=self.steps.value(), lr=self.lr.value(),
-            seed=self.seed.value(), num_samples=self.samples.value() if warm_latent is None else 1,
+            optimizer=self.optimizer.currentText(), steps=0 if frame else self.steps.value(),
+            lr=self.lr.value(), seed=self.seed.value(), num_samples=samples,
             preview_every=1, paste_back=mode == 2, spread_weight=self.spread.value(),
             starts=starts, truncation=self.truncation.value(), class_label=_class_of(self.class_label),
         )  # fmt: skip

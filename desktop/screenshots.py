@@ -137,10 +137,45 @@ def worker_shot(out: Path, steps: int, timeout: float) -> None:
         server.remove_token()
 
 
+def live_shot(out: Path, timeout: float) -> None:
+    """``app-encoder-live.png``: Live on with encoder init, the window grabbed in the middle of a stroke
+    (the mouse still down) showing the encoder's frame for the paint so far."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtGui import QColor
+    from PySide6.QtTest import QTest
+
+    app, w = _open_window(out)
+    panel = w.invert_panel
+    if panel.init.findText("encoder") < 0:
+        raise RuntimeError(f"the bundled generator has no encoder: {w.model_info.get('encoder_note')}")
+    w.tabs.setCurrentWidget(panel)
+    _paint_scribble(w.canvas)
+    w.canvas.undo_stack.undo()  # the eyes come back with the live stroke below
+    w.canvas.undo_stack.undo()
+    panel.init.setCurrentText("encoder")
+    w.live.setChecked(True)
+    c, r = w.canvas, w.canvas.view_rect()
+    at = lambda x, y: QPoint(int(r.x() + x * r.width() / 64), int(r.y() + y * r.height() / 64))  # noqa: E731
+    c.colour, c.brush_size = QColor(60, 200, 80), 3
+    QTest.mousePress(c, Qt.MouseButton.LeftButton, pos=at(27, 29))
+    for x in (27, 28, 27, 37, 36, 37):  # the eyes, in one stroke
+        QTest.mouseMove(c, at(x, 29))
+        _wait(app, lambda: w._frame_inflight is None, timeout)
+    _wait(app, lambda: w._frame_inflight is None, timeout)
+    app.processEvents()
+    w.grab().save(str(out / "app-encoder-live.png"))
+    log.info("live frame -> %s", out / "app-encoder-live.png")
+    QTest.mouseRelease(c, Qt.MouseButton.LeftButton, pos=at(37, 29))
+    w.worker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m desktop.screenshots")
     ap.add_argument(
         "--worker-shot", action="store_true", help="only app-worker.png: the app on a worker server"
+    )
+    ap.add_argument(
+        "--live-shot", action="store_true", help="only app-encoder-live.png: a live encoder frame mid-stroke"
     )
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
     ap.add_argument("--steps", type=int, default=200)
@@ -156,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     if a.worker_shot:
         worker_shot(a.out, a.steps, a.timeout)
+        return 0
+    if a.live_shot:
+        live_shot(a.out, a.timeout)
         return 0
     app, w = _open_window(a.out)
     run = _runner(app, w, a.out, a.timeout)

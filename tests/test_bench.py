@@ -45,3 +45,13 @@ def test_bench_quick_batch_on_ray_equals_the_plain_cli(capsys):
     assert main(["--quick", "--only", "batch"]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if "within 10 %, equal" in r)
     assert "| yes |" in row
+
+
+def test_bench_quick_encoder_pass_quality_and_live_frames(capsys, monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert main(["--quick", "--only", "encoder"]) == 0
+    out = capsys.readouterr().out
+    row = next(r for r in out.splitlines() if r.startswith("| one encoder pass (ms) |"))
+    assert float(row.split("|")[3]) > 0
+    live = next(r for r in out.splitlines() if r.startswith("| thread |"))
+    assert int(live.split("|")[3]) > 0  # frames reached the result view while the stroke moved

@@ -18,14 +18,16 @@ _MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("sp
                  ("perceptual_weight", "perceptual_weight"), ("starts", "starts"))  # fmt: skip
 
 
-def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None) -> None:
-    """Unset options take the defaults of the job's mode: scribble, inpaint (--hole) or plain inversion."""
-    from core.jobs.params import MODE_DEFAULTS
+def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None, has_encoder: bool = False) -> None:
+    """Unset options take the defaults of the job's mode: scribble, inpaint (--hole) or plain inversion
+    (with an encoder for the generator, the mode's encoder defaults)."""
+    from core.jobs.params import mode_defaults
 
     mode = "scribble" if a.scribble else "inpaint" if a.hole and mask is not None else "invert"
+    defaults = mode_defaults(mode, has_encoder=has_encoder)
     for opt, key in _MODE_OPTIONS:
         if getattr(a, opt) is None:
-            setattr(a, opt, MODE_DEFAULTS[mode][key])
+            setattr(a, opt, defaults[key])
 
 
 def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | None, has_perceptual: bool):
@@ -37,6 +39,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         mask=mask,
         space=LatentSpace(a.space),
         init=a.init,
+        encoder_jitter=a.encoder_jitter,
         l1_weight=a.l1,
         perceptual_weight=a.perceptual_weight if has_perceptual else 0.0,
         l2_delta_weight=a.l2,
@@ -60,6 +63,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
 def cmd_invert(a: argparse.Namespace) -> int:
     import torch
 
+    from core.encoder.model import encoder_path_for
     from core.jobs.invert import invert
     from core.jobs.runner import run_to_completion
     from core.losses import resolve_perceptual
@@ -67,14 +71,15 @@ def cmd_invert(a: argparse.Namespace) -> int:
     torch.manual_seed(a.seed)
     G, model_path = load_generator_arg(a.model, a.device)
     target, mask = read_target(a)
-    apply_mode_defaults(a, mask)
+    encoder = find_encoder(a, G, model_path)
+    apply_mode_defaults(a, mask, has_encoder=encoder is not None)
     perc, perc_kind = held(
         ("perceptual", a.perceptual, a.perceptual_weight > 0, a.device),
         lambda: resolve_perceptual(a.perceptual, a.perceptual_weight, a.device),
     )
     params = invert_params(a, target, mask, perc is not None)
     started = time.perf_counter()
-    job = invert(params, G, perceptual_loss=perc)
+    job = invert(params, G, perceptual_loss=perc, encoder=encoder)
     result = run_to_completion(
         job, lambda ev: progress_bar(ev.step, ev.total, format_losses(ev.losses), started)
     )
@@ -86,6 +91,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
         "image": str(a.image),
         "mask": str(a.mask) if a.mask else None,
         "perceptual": perc_kind,
+        "encoder": None if encoder is None else str(a.encoder or encoder_path_for(model_path)),
         "seconds": round(elapsed, 3),
         "params": {k: v for k, v in asdict(params).items() if k not in ("target", "mask", "init_latent")},
         "loss_history": result.loss_history,
@@ -94,6 +100,17 @@ def cmd_invert(a: argparse.Namespace) -> int:
     final = result.loss_history[-1]
     print(f"wrote {out} in {elapsed:.1f}s; final loss " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))
     return 0
+
+
+def find_encoder(a: argparse.Namespace, G, model_path):
+    """The encoder for ``G``: ``--encoder``, or the one beside the generator file; None when there is
+    none (a JobError later if ``--init encoder`` asked for it). A file that does not fit is an error."""
+    from core.encoder.model import encoder_path_for, load_encoder_for
+
+    if a.encoder is None and not encoder_path_for(model_path).is_file():
+        return None
+    return held(("encoder", str(model_path), a.encoder, a.device),
+                lambda: load_encoder_for(model_path, G, device=a.device, path=a.encoder))  # fmt: skip
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
@@ -140,7 +157,11 @@ def add_parsers(sub) -> None:
     inv.add_argument("--hole", action="store_true", help="the mask marks a hole to fill (inpainting)")
     inv.add_argument("--scribble", action="store_true", help="image is an RGBA scribble; alpha = mask")
     inv.add_argument("--space", choices=[s.value for s in LatentSpace], help="default: the mode's")
-    inv.add_argument("--init", choices=["mean", "random"], help="default: the mode's")
+    inv.add_argument("--init", choices=["mean", "random", "encoder"],
+                     help="default: the mode's (encoder where the model has one)")  # fmt: skip
+    inv.add_argument("--encoder", help="encoder file (default: <model>.encoder.safetensors beside the model)")
+    inv.add_argument("--encoder-jitter", type=float, default=0.0,
+                     help="init encoder, several --samples: W-std spread of the later starts")  # fmt: skip
     inv.add_argument("--steps", type=int, default=500)
     inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     inv.add_argument("--lr", type=float, default=0.05)

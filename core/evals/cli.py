@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.evals import inversion_quality
+from core.evals import encoders, inversion_quality
 from core.evals.metrics import (
     clip_features,
     distortion_ranking,
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", type=Path, default=Path("docs/images/stylegan2-samples.png"))
     sh.set_defaults(func=cmd_sheet)
     inversion_quality.add_parsers(sub, common)
+    encoders.add_parsers(sub, common)
     return ap
 
 
@@ -187,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)  # open_clip logs model building at INFO on the root
     log.setLevel(logging.INFO)
     logging.getLogger("core.evals.inversion_quality").setLevel(logging.INFO)  # its tables log row by row
+    logging.getLogger("core.evals.encoders").setLevel(logging.INFO)
     if a.threads:
         torch.set_num_threads(a.threads)
     return a.func(a)

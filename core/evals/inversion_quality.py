@@ -210,7 +210,14 @@ SWEEP_SETTINGS = (
     ("projection: w+, prior K 10, 40 steps, L1 10, lr 0.05", dict(job="projection", space="w+",
                                                                  prior="diffusion", steps=40, l1_weight=10.0,
                                                                  lr=0.05)),
+    # The encoder (core.encoder): its one-pass answer, candidates spread around it, then a short refinement.
+    ("encoder: w, spread 0.7, no steps", dict(space="w", init="encoder", encoder_jitter=0.7, steps=0)),
+    ("encoder: w, spread 0.7, 50 steps", dict(space="w", init="encoder", encoder_jitter=0.7, steps=50)),
+    ("encoder: w+, spread 0.7, 50 steps, w+ spread 1", dict(space="w+", init="encoder", encoder_jitter=0.7,
+                                                           steps=50, spread_weight=1.0)),
+    ("encoder: w, spread 1.0, 50 steps", dict(space="w", init="encoder", encoder_jitter=1.0, steps=50)),
 )  # fmt: skip
+ENCODER_ROWS = tuple(name for name, cfg in SWEEP_SETTINGS if cfg.get("init") == "encoder")
 
 
 def gradient_shares(G, target: np.ndarray, mask, perceptual, **overrides) -> dict[str, float]:
@@ -258,14 +265,16 @@ def inpaint_holes(n: int, resolution: int = 64, seed: int = 0) -> np.ndarray:
     return holes
 
 
-def _scribble_job(G, rgba: np.ndarray, cfg: dict, *, k: int, seed: int, perceptual, prior_model):
+def _scribble_job(
+    G, rgba: np.ndarray, cfg: dict, *, k: int, seed: int, perceptual, prior_model, encoder=None
+):
     """One scribble's k candidates: the invert job, or the projection job with a prior (cfg "job")."""
     from core.jobs.invert import invert, scribble_params
     from core.jobs.runner import run_to_completion
 
     if cfg.get("job", "invert") == "invert":
-        p = scribble_params(rgba, num_samples=k, seed=seed, preview_every=cfg["steps"], **cfg)
-        return run_to_completion(invert(p, G, perceptual_loss=perceptual))
+        p = scribble_params(rgba, num_samples=k, seed=seed, preview_every=max(cfg["steps"], 1), **cfg)
+        return run_to_completion(invert(p, G, perceptual_loss=perceptual, encoder=encoder))
     from core.jobs.params import ProjectionParams
     from core.jobs.projection import project
 
@@ -280,7 +289,9 @@ def _projection_settings(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k != "job"}
 
 
-def _inpaint_jobs(G, cfg: dict, *, perceptual, prior_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _inpaint_jobs(
+    G, cfg: dict, *, perceptual, prior_model, encoder=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(targets, holes, filled images) for the 16 held-out cats. The invert job runs them as one batch
     (each latent its own target and hole, the target pasted back; multi-start takes a single target,
     so these run without it); the projection job runs each cat on its own (pasting back by default)."""
@@ -289,9 +300,11 @@ def _inpaint_jobs(G, cfg: dict, *, perceptual, prior_model) -> tuple[np.ndarray,
 
     targets, holes = held_out_images(16), inpaint_holes(16)
     if cfg.get("job", "invert") == "invert":
-        inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps", "job")}
-        p = inpaint_params(targets, holes, num_samples=16, preview_every=cfg["steps"], **inp)
-        return targets, holes, run_to_completion(invert(p, G, perceptual_loss=perceptual)).images
+        # One candidate per cat: no multi-start and no spread of encoder starts.
+        inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps", "job", "encoder_jitter")}
+        p = inpaint_params(targets, holes, num_samples=16, preview_every=max(cfg["steps"], 1), **inp)
+        job = invert(p, G, perceptual_loss=perceptual, encoder=encoder)
+        return targets, holes, run_to_completion(job).images
     from core.jobs.params import ProjectionParams
     from core.jobs.projection import project
 
@@ -306,7 +319,7 @@ def _inpaint_jobs(G, cfg: dict, *, perceptual, prior_model) -> tuple[np.ndarray,
 
 
 def sweep_row(
-    G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real, prior_model=None
+    G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real, prior_model=None, encoder=None
 ) -> dict:
     """One setting: scribble paint error (sparse/dense), realism (KID), candidate diversity, time;
     inpainting of 16 held-out cats (kept-region PSNR, realism of the filled images)."""
@@ -317,12 +330,14 @@ def sweep_row(
     made, spread, seconds = [], [], []
     for i, (name, rgba) in enumerate(scribbles.items()):
         t0 = time.perf_counter()
-        r = _scribble_job(G, rgba, cfg, k=k, seed=i, perceptual=perceptual, prior_model=prior_model)
+        r = _scribble_job(G, rgba, cfg, k=k, seed=i, perceptual=perceptual, prior_model=prior_model,
+                          encoder=encoder)  # fmt: skip
         seconds.append(time.perf_counter() - t0)
         err[name.split("-")[0]] += [painted_error(img, rgba) for img in r.images]
         spread.append(_pairwise(perceptual, r.images))
         made.append(r.images)
-    targets, holes, filled = _inpaint_jobs(G, cfg, perceptual=perceptual, prior_model=prior_model)
+    targets, holes, filled = _inpaint_jobs(G, cfg, perceptual=perceptual, prior_model=prior_model,
+                                           encoder=encoder)  # fmt: skip
     keep = holes == 0
     kept_psnr = [
         float(psnr(img[m][None], t[m][None])[0]) for img, t, m in zip(filled, targets, keep, strict=True)
@@ -351,7 +366,7 @@ def _bundled_prior():
     return load_wdiffusion(bundled_model(BUNDLED_PRIOR))
 
 
-def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
+def sweep_table(G, *, k: int = 4, perceptual, names=None, encoder=None) -> dict:
     from core.clip import load_clip
     from core.evals.metrics import (
         clip_features,
@@ -372,12 +387,12 @@ def sweep_table(G, *, k: int = 4, perceptual, names=None) -> dict:
     plain_spread = float(np.mean([_pairwise(perceptual, plain[i : i + k]) for i in range(0, n, k)]))
     rows = {}
     for name, settings in SWEEP_SETTINGS:
-        if names and name not in names:
+        if (names and name not in names) or (settings.get("init") == "encoder" and encoder is None):
             continue
         t0 = time.perf_counter()
         prior = _bundled_prior() if settings.get("job") == "projection" else None
         rows[name] = sweep_row(G, scribbles, settings, k=k, perceptual=perceptual, clip=clip, real=real,
-                               prior_model=prior)  # fmt: skip
+                               prior_model=prior, encoder=encoder)  # fmt: skip
         log.info("%s: %s (%.0f s)", name, rows[name], time.perf_counter() - t0)
     target, mask = split_scribble(next(iter(scribbles.values())))
     shares = {
@@ -472,8 +487,9 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from core.paths import bundled_model
 
     (G,) = _bundled_generators([a.model]).values()
+    encoder = _bundled_encoder(a.model, G)
     t0 = time.perf_counter()
-    table = sweep_table(G, k=a.k, perceptual=make_perceptual_loss("bundled"), names=a.only)
+    table = sweep_table(G, k=a.k, perceptual=make_perceptual_loss("bundled"), names=a.only, encoder=encoder)
     g = table["generator_samples"]
     print(f"generator samples: KID {g['kid']:.4f}, diversity {g['diversity']:.4f}")
     for name, r in table["rows"].items():
@@ -483,12 +499,31 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_card:
         cmd = f"python -m core.evals scribble-sweep --k {a.k} --write-card"
-        if a.only:  # the rows that ran (the others were not measured on this generator)
+        if a.only:  # the rows that ran
             cmd += " --only " + " ".join(f'"{n}"' for n in a.only)
-        write_quality(
-            bundled_model(a.model).with_suffix(".json"), "scribble_sweep", {**table, "command": cmd}
-        )
+        for row in table["rows"].values():
+            row["command"] = cmd
+        card = bundled_model(a.model).with_suffix(".json")
+        if a.only:  # the other rows stay as they were measured (on this generator: a retrain clears them)
+            old = _card_quality(card).get("scribble_sweep", {}).get("rows", {})
+            table["rows"] = {**{n: r for n, r in old.items() if n not in table["rows"]}, **table["rows"]}
+        write_quality(card, "scribble_sweep", {**table, "command": cmd})
     return 0
+
+
+def _card_quality(card: Path) -> dict:
+    import json
+
+    return json.loads(card.read_text()).get("quality", {}) if card.is_file() else {}
+
+
+def _bundled_encoder(model_name: str, G):
+    """The encoder beside a bundled generator, or None (its sweep rows are then skipped)."""
+    from core.encoder.model import encoder_path_for, load_encoder_for
+    from core.paths import bundled_model
+
+    path = bundled_model(model_name)
+    return load_encoder_for(path, G) if encoder_path_for(path).is_file() else None
 
 
 def cmd_make_scribbles(a: argparse.Namespace) -> int:

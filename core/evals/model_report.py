@@ -177,10 +177,12 @@ def sweep_section(sg2: dict) -> list[str]:
     if q is None:
         return []
     g = q["generator_samples"]
+    commands = list(dict.fromkeys(r.get("command", q["command"]) for r in q["rows"].values()))
     lines = [
         "## Scribble-to-image and inpainting: settings compared",
         "",
-        f"Command: `{q['command']}`. The 8 fixed scribbles, {next(iter(q['rows'].values()))['candidates']} "
+        f"Command{'s' if len(commands) > 1 else ''}: {'; '.join(f'`{c}`' for c in commands)}. "
+        f"The 8 fixed scribbles, {next(iter(q['rows'].values()))['candidates']} "
         f"candidates each; paint error as above. Realism two ways (reference: {q['reference']}): improved "
         "precision (the share of results inside the k = 3 nearest-neighbour manifold of the real cats' "
         "tiny-CLIP features: judges each image) and KID (a distance between the sets: it also punishes the "

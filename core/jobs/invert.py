@@ -52,26 +52,51 @@ def _mean_z(G: Generator, n: int, device) -> torch.Tensor:
     return z[best].expand(n, -1).clone()
 
 
-def initial_latent(G: Generator, p: InvertParams, device) -> torch.Tensor:
+NO_ENCODER = "init 'encoder' needs an encoder trained for this generator; pick mean or random init"
+
+
+def initial_latent(G: Generator, p: InvertParams, device, encoder=None) -> torch.Tensor:
     """The starting latent in ``p.space``'s shape (see :class:`InvertResult`).
 
     With multi-start (``p.starts``): ``p.starts`` random starts, the first of them the mean start
-    when ``p.init`` is "mean".
+    (``p.init`` "mean") or the encoder's answer ("encoder").
     """
     if p.init == "latent":
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
         return check_latent_shape(G, p.space, lat).clone()
     if p.starts:
         lat = initial_latent(G, replace(p, init="random", num_samples=p.starts, starts=0), device)
-        if p.init == "mean":
-            lat[:1] = initial_latent(G, replace(p, num_samples=1, starts=0), device)
+        if p.init in ("mean", "encoder"):
+            lat[:1] = initial_latent(G, replace(p, num_samples=1, starts=0), device, encoder)
         return lat
+    if p.init == "encoder":
+        return encoder_latent(G, p, encoder, device)
     if p.space is LatentSpace.Z:
         if p.init == "mean":
             return _mean_z(G, p.num_samples, device)
         return torch.randn(p.num_samples, G.z_dim, generator=torch.Generator().manual_seed(p.seed)).to(device)
     w = start_w(G, p.init == "mean", p.num_samples, p.seed, device, truncation=p.truncation)
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
+
+
+@torch.no_grad()
+def encoder_latent(G: Generator, p: InvertParams, encoder, device) -> torch.Tensor:
+    """The encoder's one-pass answer for ``p.target`` and ``p.mask`` in ``p.space`` ([N, w_dim] for w:
+    the mean of its w+ rows). With several samples from one target, samples after the first start
+    ``p.encoder_jitter`` W standard deviations away in a seeded random w direction."""
+    from core.encoder.model import prepare_inputs
+
+    if encoder is None:
+        raise JobError(NO_ENCODER)
+    image, mask = prepare_inputs(p.target, p.mask, encoder.cfg.resolution, device)
+    ws = encoder(image, mask)
+    if ws.shape[0] == 1:
+        ws = ws.expand(p.num_samples, -1, -1)
+    if p.encoder_jitter > 0 and p.num_samples > 1:
+        noise = torch.randn(p.num_samples, G.w_dim, generator=torch.Generator().manual_seed(p.seed)).to(ws)
+        noise[0] = 0  # the first sample is the encoder's own answer
+        ws = ws + (p.encoder_jitter * encoder.w_std * noise)[:, None]
+    return ws.mean(1) if p.space is LatentSpace.W else ws.clone()
 
 
 @torch.no_grad()
@@ -107,6 +132,7 @@ def invert(
     *,
     perceptual_loss: torch.nn.Module | None = None,
     cancel: CancelToken | None = None,
+    encoder: torch.nn.Module | None = None,
 ) -> Gen[Progress, None, InvertResult]:
     """Optimise a latent batch towards ``params.target``; yields :class:`Progress` every step.
 
@@ -116,13 +142,14 @@ def invert(
         perceptual_loss: a module with ``prepare(target)`` and ``forward(pred, feats, mask) -> [N]``
             (see :mod:`core.losses`); required when ``params.perceptual_weight > 0``.
         cancel: checked between steps; a cancelled job returns what it has, ``cancelled=True``.
+        encoder: the generator's encoder (:mod:`core.encoder`), needed for ``init="encoder"``.
 
     Returns (as the generator's return value) an :class:`InvertResult`.
     """
     p = params
     G.eval().requires_grad_(False)  # gradients flow to the latent only
     use_class(G, p.class_label)
-    obj = _Objective(p, G, perceptual_loss)
+    obj = _Objective(p, G, perceptual_loss, encoder)
     latent = obj.latent0.clone().requires_grad_(True)
     opt = _make_optimizer(p, latent)
     history: list[dict[str, float]] = []
@@ -178,7 +205,7 @@ def _keep_best_starts(p: InvertParams, obj, latent: torch.Tensor, opt, state: di
 class _Objective:
     """The job's loss: ``l1_weight`` x masked L1 plus each weighted term, per sample [N]."""
 
-    def __init__(self, p: InvertParams, G: Generator, perceptual_loss) -> None:
+    def __init__(self, p: InvertParams, G: Generator, perceptual_loss, encoder=None) -> None:
         if p.space not in G.latent_spaces:
             have = [s.value for s in G.latent_spaces]
             raise JobError(f"this generator has no {p.space.value} space (it has {have})")
@@ -191,7 +218,7 @@ class _Objective:
         self.use_perc = p.perceptual_weight > 0
         with torch.no_grad():  # target features once per job, not every step
             self.target_feats = perceptual_loss.prepare(self.target) if self.use_perc else None
-        self.latent0 = initial_latent(G, p, device)
+        self.latent0 = initial_latent(G, p, device, encoder)
         self.stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
         self.weights = {
             "perceptual": p.perceptual_weight,

@@ -22,13 +22,33 @@ MODE_DEFAULTS: dict[str, dict] = {
 }
 
 
+INVERT_INITS = ("mean", "random", "latent", "encoder")
+
+
+# Where the loaded generator has an encoder (core.encoder), each mode starts from it instead; measured in
+# docs/encoders.md and the sweep in docs/models.md.
+ENCODER_DEFAULTS: dict[str, dict] = {
+    "invert": dict(init="encoder"),
+    "scribble": dict(init="encoder"),
+    "inpaint": dict(init="encoder"),
+}
+
+
+def mode_defaults(mode: str, *, has_encoder: bool = False) -> dict:
+    """The settings a job of ``mode`` ("invert", "scribble", "inpaint") starts from."""
+    return {**MODE_DEFAULTS[mode], **(ENCODER_DEFAULTS[mode] if has_encoder else {})}
+
+
 @dataclass(frozen=True)
 class InvertParams:
     target: np.ndarray  # [H, W, 3] uint8 RGB, or [N, H, W, 3]: one per sample; resized to the model's size
     mask: np.ndarray | None = None  # [H, W] (or [N, H, W]) float in [0, 1]; loss only where > 0; None = all
     space: LatentSpace = LatentSpace.W_PLUS
-    init: str = "mean"  # "mean" | "random" | "latent" (warm start from init_latent)
+    init: str = "mean"  # "mean" | "random" | "latent" (warm start from init_latent) | "encoder"
+    # "encoder": the start is the generator's encoder's answer for (target, mask) in one pass
+    # (core.encoder); samples after the first start there plus encoder_jitter x W-std Gaussian noise.
     init_latent: np.ndarray | None = None  # latent in `space`'s shape, for init="latent"
+    encoder_jitter: float = 0.0  # init="encoder" with num_samples > 1: spread of the other starts
     l1_weight: float = 10.0  # seed: L1 weight 10
     perceptual_weight: float = 0.01  # seed: 0.01 on conv_5 features; 0 disables
     l2_delta_weight: float = 0.0  # L2 on latent - initial latent
@@ -44,7 +64,7 @@ class InvertParams:
     truncation: float = 1.0  # psi for random starts: w = mean + psi (w - mean); 1 = none
     class_label: int | None = None  # conditional generators: the class of the mapping (None: 0)
     optimizer: str = "adam"  # "adam" | "lbfgs"
-    steps: int = 500
+    steps: int = 500  # 0: no optimisation, the start as it is (an encoder's one-pass answer)
     lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
     seed: int = 0  # random init and any sampling
     num_samples: int = 1  # latents optimised together (a batch), each from its own init
@@ -56,17 +76,23 @@ class InvertParams:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "lbfgs"):
             raise JobError(f"optimizer must be 'adam' or 'lbfgs', got {self.optimizer!r}")
-        if self.init not in ("mean", "random", "latent"):
-            raise JobError(f"init must be 'mean', 'random' or 'latent', got {self.init!r}")
+        if self.init not in INVERT_INITS:
+            raise JobError(f"init must be one of {', '.join(INVERT_INITS)}; got {self.init!r}")
         if self.init == "latent" and self.init_latent is None:
             raise JobError("init='latent' needs init_latent")
-        if self.steps < 1 or self.num_samples < 1 or self.preview_every < 1:
-            raise JobError("steps, num_samples and preview_every must be >= 1")
+        if self.steps < 0 or self.num_samples < 1 or self.preview_every < 1:
+            raise JobError("steps must be >= 0, num_samples and preview_every >= 1")
+        if self.init == "encoder" and LatentSpace(self.space) is LatentSpace.Z:
+            raise JobError("an encoder gives w and w+ starts: pick the w or w+ space (or another init)")
+        if self.encoder_jitter < 0:
+            raise JobError(f"encoder_jitter must be >= 0, got {self.encoder_jitter}")
         if self.starts:
             if self.starts < self.num_samples:
                 raise JobError(f"starts ({self.starts}) must be at least num_samples ({self.num_samples})")
-            if self.init == "latent" or self.start_steps < 1:
-                raise JobError("multi-start needs random or mean init and start_steps >= 1")
+            if self.init == "latent" or self.start_steps < 1 or self.steps < 1:
+                raise JobError(
+                    "multi-start needs random, mean or encoder init, and steps and start_steps >= 1"
+                )
             if self.target.ndim == 4 or (self.mask is not None and self.mask.ndim == 3):
                 raise JobError("multi-start takes one target (and mask) shared by every start")
         if self.paste_back and self.mask is None:

@@ -65,6 +65,7 @@ class Engine:
         self._model_path: Path | None = None
         self._device = "cpu"
         self._perceptual = None
+        self._encoder = None  # the loaded generator's encoder (core.encoder), when one matches it
         self._resources: dict[Any, Any] = {}  # loaded priors, CLIP, diffusion pipelines, by key
         self._preview_interval = preview_interval_s
 
@@ -142,6 +143,7 @@ class Engine:
             self._generator = G = load_generator(path, device=device)
         self._model_path, self._device = path, device
         self._perceptual = None
+        self._encoder, encoder_info = _find_encoder(path, G, device)
         with torch.inference_mode():  # a first look at what the model makes, from fixed seeds
             # With a W space, truncated as StyleGAN viewers show samples (psi 0.7: typical images).
             psi = START_TRUNCATION if LatentSpace.W in G.latent_spaces else 1.0
@@ -157,6 +159,7 @@ class Engine:
             "c_dim": G.c_dim,
             "samples": samples,
             "warnings": warnings,  # what the loader warned about, for the person (not only the log)
+            **encoder_info,  # "encoder": its file name or None, "encoder_note": why there is none
         }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
 
@@ -179,7 +182,8 @@ class Engine:
             params = replace(params, perceptual_weight=0.0)
         token = self._new_token()
         self._emit(MsgKind.STARTED, req.job_id)
-        self._drive(req, invert(params, self._generator, perceptual_loss=perc, cancel=token))
+        job = invert(params, self._generator, perceptual_loss=perc, cancel=token, encoder=self._encoder)
+        self._drive(req, job)
 
     def _drive(self, req: JobRequest, job) -> None:
         """Run a core job generator to its end, forwarding throttled progress and the result."""
@@ -266,6 +270,21 @@ _HANDLERS = {
     "sdedit": "_run_sdedit",
     "interpolate_frame": "_interpolate_frame",
 }
+
+
+def _find_encoder(path: Path, G, device) -> tuple[Any, dict[str, Any]]:
+    """The encoder beside the generator file, if one was trained for it: (encoder or None, info)."""
+    from core.encoder.model import encoder_path_for, load_encoder_for
+    from core.errors import ModelLoadError
+
+    if not encoder_path_for(path).is_file():
+        return None, {"encoder": None, "encoder_note": "no encoder for this generator (mean init is used)"}
+    try:
+        enc = load_encoder_for(path, G, device=device)
+    except ModelLoadError as e:
+        log.warning("%s", e)
+        return None, {"encoder": None, "encoder_note": str(e)}
+    return enc, {"encoder": encoder_path_for(path).name, "encoder_note": ""}
 
 
 class _captured_warnings:  # noqa: N801 - used as a context manager

@@ -1,0 +1,319 @@
+"""The encoder against optimisation from the mean, side by side in one run, and what it looks like.
+
+    python -m core.evals encoders --write-card
+
+measures on the inversion card's 8 held-out cats (eval split 100..107, the app's losses L1 x10 + bundled
+perceptual x0.01, Adam lr 0.05): mean init + 500 steps (w+ and w), the encoder alone (one pass), and
+encoder init + 50 / 500 steps, with the PSNR after every step, so the time each start needs to reach
+the mean-init 500-step quality is read off the same runs. Also: the encoder's one-pass time and a live
+frame (encoder + synthesis) at batch 1. It writes the numbers into the encoder's card, a strip of
+live frames during a stroke (``docs/images/encoder-live-strip.png``) and ``docs/encoders.md`` (which
+also quotes the encoder rows of the generator card's scribble sweep: ``python -m core.evals
+scribble-sweep --only ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+CARD_STEPS = 500  # the generator card's inversion budget
+REFINE = 50  # the issue's "encoder + 50 steps"
+
+
+def _curve(G, targets: np.ndarray, *, space: str, init: str, steps: int, perceptual, encoder) -> dict:
+    """One invert job over ``targets`` with a preview every step: mean PSNR after each number of
+    updates (index 0 = the start) and the wall time at which each was reached."""
+    from core.evals.inversion_quality import psnr
+    from core.jobs.invert import invert
+    from core.jobs.params import InvertParams
+    from core.jobs.runner import run_to_completion
+
+    p = InvertParams(target=targets, space=space, init=init, steps=steps, num_samples=len(targets),
+                     preview_every=1, perceptual_weight=0.01, lr=0.05)  # fmt: skip
+    curve, times = [], []
+    t0 = time.perf_counter()
+
+    def on(ev) -> None:  # the preview of step k shows the latent after k - 1 updates
+        times.append(time.perf_counter() - t0)
+        curve.append(float(psnr(ev.preview, targets).mean()))
+
+    result = run_to_completion(invert(p, G, perceptual_loss=perceptual, encoder=encoder), on)
+    times.append(time.perf_counter() - t0)
+    final = psnr(result.images, targets)
+    curve.append(float(final.mean()))
+    return {"psnr": curve, "seconds": times, "per_image": [round(float(x), 3) for x in final],
+            "images": result.images}  # fmt: skip
+
+
+def _ms(fn, repeats: int = 30) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+@torch.inference_mode()
+def pass_times(G, encoder) -> dict[str, float]:
+    """Median ms at batch 1: the encoder's pass, synthesis, and a live frame (both)."""
+    x, m = torch.rand(1, 3, G.resolution, G.resolution) * 2 - 1, torch.ones(1, 1, G.resolution, G.resolution)
+    ws = encoder(x, m)
+    enc = _ms(lambda: encoder(x, m))
+    syn = _ms(lambda: G.synthesis(ws))
+    frame = _ms(lambda: G.synthesis(encoder(x, m)))
+    return {"encoder_ms": round(enc, 2), "synthesis_ms": round(syn, 2), "frame_ms": round(frame, 2),
+            "frames_per_s": round(1000 / frame, 1), "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def inversion_rows(G, encoder, perceptual, *, n: int = 8, steps: int = CARD_STEPS) -> dict:
+    """Mean-init and encoder-init runs side by side; the times to reach the mean-init quality."""
+    from core.evals.inversion_quality import held_out_images
+
+    targets = held_out_images(n)
+    runs = {}
+    for space in ("w+", "w"):
+        for init in ("mean", "encoder"):
+            runs[(space, init)] = r = _curve(G, targets, space=space, init=init, steps=steps,
+                                             perceptual=perceptual, encoder=encoder)  # fmt: skip
+            log.info("%s %s: start %.2f, %d steps %.2f dB (%.0f s)", space, init, r["psnr"][0], steps,
+                     r["psnr"][-1], r["seconds"][-1])  # fmt: skip
+    rows = []
+    for space in ("w+", "w"):
+        mean, enc = runs[(space, "mean")], runs[(space, "encoder")]
+        goal = mean["psnr"][-1]
+        reach = next((i for i, v in enumerate(enc["psnr"]) if v >= goal), None)
+        rows.append({
+            "space": space,
+            "mean_init": {"steps": steps, "psnr": round(goal, 3), "seconds": round(mean["seconds"][-1], 2),
+                          "psnr_per_image": mean["per_image"]},
+            "encoder_alone": round(enc["psnr"][0], 3),
+            f"encoder_plus_{REFINE}": round(enc["psnr"][REFINE], 3),
+            "encoder_plus_steps": {"steps": steps, "psnr": round(enc["psnr"][-1], 3),
+                                   "psnr_per_image": enc["per_image"]},
+            "steps_to_mean_init_quality": reach,
+            "seconds_to_mean_init_quality": None if reach is None else round(enc["seconds"][reach], 2),
+            "speedup_to_mean_init_quality": None if reach is None else round(mean["seconds"][-1]
+                                                                             / enc["seconds"][reach], 1),
+        })  # fmt: skip
+    images = {f"{s} {i}": runs[(s, i)]["images"] for s, i in runs}
+    return {"rows": rows, "targets": targets, "images": images}
+
+
+def live_strip(G, encoder, out: Path, *, index: int = 3, frames: int = 8) -> Path:
+    """Frames of a stroke-by-stroke scribble: the paint so far (top) and the encoder's one-pass result
+    for it (below), then the refinement that follows the stroke's end (last column)."""
+    from PIL import Image
+
+    from core.evals.inversion_quality import held_out_images, make_scribble
+    from core.imaging import to_uint8
+    from core.jobs.invert import invert, scribble_params
+    from core.jobs.runner import run_to_completion
+
+    cat = held_out_images(index + 1, start=200)[index]
+    full = make_scribble(cat, strokes=24, radius=3, seed=7)
+    # Reveal the scribble in growing rings of stroke pixels, as a person's hand adds them.
+    painted = np.argwhere(full[..., 3] > 0)
+    order = np.argsort(painted[:, 1] * 0.6 + painted[:, 0])  # roughly top-left to bottom-right
+    tiles_top, tiles_bottom = [], []
+    for f in range(1, frames + 1):
+        rgba = np.zeros_like(full)
+        keep = painted[order[: len(order) * f // frames]]
+        rgba[keep[:, 0], keep[:, 1]] = full[keep[:, 0], keep[:, 1]]
+        r = run_to_completion(invert(scribble_params(rgba, init="encoder", steps=0, perceptual_weight=0),
+                                     G, encoder=encoder))  # fmt: skip
+        shown = np.where(rgba[..., 3:] > 0, rgba[..., :3], 200).astype(np.uint8)
+        tiles_top.append(shown)
+        tiles_bottom.append(r.images[0])
+    refined = run_to_completion(invert(scribble_params(full, init="encoder", steps=REFINE, space="w",
+                                                       perceptual_weight=0), G, encoder=encoder))  # fmt: skip
+    tiles_top.append(cat)
+    tiles_bottom.append(refined.images[0])
+    grid = np.concatenate([np.concatenate(tiles_top, 1), np.concatenate(tiles_bottom, 1)], 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(torch.from_numpy(grid).permute(2, 0, 1)[None].float() / 127.5 - 1)[0]).resize(
+        (grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST
+    ).save(out)
+    return out
+
+
+def inversion_sheet(targets: np.ndarray, images: dict[str, np.ndarray], out: Path) -> Path:
+    """Rows: held-out cats, then each run's result (same order as the table)."""
+    from PIL import Image
+
+    rows = [np.concatenate(list(targets), 1)] + [np.concatenate(list(v), 1) for v in images.values()]
+    grid = np.concatenate(rows, 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out)
+    return out
+
+
+# --- the doc ---------------------------------------------------------------------------------------
+
+
+def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
+    q = card["quality"]
+    inv, speed = q["inversion"], q["speed"]
+    lines = [
+        "# Encoders",
+        "",
+        f"Made by `{command}` (numbers from the encoder card "
+        f"`{card['file'].removesuffix('.safetensors')}.json`; do not edit by hand).",
+        "",
+        f"Encoder `{card['file']}` for `{card['generator']}` (sha256 `{card['generator_sha256'][:12]}`): "
+        f"{card['training']['kimg']} kimg in {card['training']['minutes']} minutes "
+        f"({', '.join(card['training']['devices'])}). Training: `{card['training']['commands'][0]}`.",
+        "",
+    ]
+    lines += _inversion_lines(inv)
+    lines += [
+        "",
+        "![held-out cats, then each run's result](images/encoder-inversion.png)",
+        "",
+        "Rows: the held-out cats; mean init + 500 steps and encoder init + 500 steps in w+, then in w.",
+        "",
+        "## Speed (batch 1, median)",
+        "",
+        "| encoder pass | synthesis | live frame (encoder + synthesis) | frames per second | threads |",
+        "|---|---|---|---|---|",
+        f"| {speed['encoder_ms']} ms | {speed['synthesis_ms']} ms | {speed['frame_ms']} ms | "
+        f"{speed['frames_per_s']} | {speed['threads']} |",
+        "",
+        "The live frame rate in the app (strokes drawn into the window, frames through the worker, GUI "
+        "stalls) is measured by `python -m bench --only encoder` (docs/performance.md).",
+        "",
+        "## Live frames during a stroke",
+        "",
+        "![paint so far, and the encoder's frame for it; last column: the cat the paint came from, and "
+        "the 50-step refinement when the stroke ends](images/encoder-live-strip.png)",
+        "",
+        "Top: the paint so far (from a held-out cat, eval image 203, grey = unpainted); below: the "
+        "encoder's one-pass result the app shows for it. Last column: the cat the paint was taken from, "
+        "and the 50-step refinement (w) that runs when the stroke ends.",
+        "",
+    ]
+    lines += _sweep_lines(gen_card)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _inversion_lines(inv: dict) -> list[str]:
+    lines = [
+        "## Inversion of held-out cats",
+        "",
+        f"{inv['images']}; {inv['losses']}, {inv['optimizer']}. PSNR in dB (mean of the images).",
+        "",
+        "| space | mean init, 500 steps | encoder alone | encoder + 50 steps | encoder + 500 steps "
+        "| steps (s) to the mean-init quality | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in inv["rows"]:
+        m = r["mean_init"]
+        steps, secs = r["steps_to_mean_init_quality"], r["seconds_to_mean_init_quality"]
+        reach = "not reached" if steps is None else f"{steps} ({secs} s)"
+        speedup = (
+            "—" if r["speedup_to_mean_init_quality"] is None else f"{r['speedup_to_mean_init_quality']}x"
+        )
+        lines.append(
+            f"| {r['space']} | {m['psnr']:.2f} ({m['seconds']} s) | {r['encoder_alone']:.2f} | "
+            f"{r['encoder_plus_50']:.2f} | {r['encoder_plus_steps']['psnr']:.2f} | {reach} | {speedup} |"
+        )
+    return lines
+
+
+def _sweep_lines(gen_card: dict) -> list[str]:
+    from core.jobs.params import MODE_DEFAULTS
+
+    sweep = gen_card.get("quality", {}).get("scribble_sweep")
+    if not sweep:
+        return ["## Scribbles and inpainting", "", "Not measured yet: run the scribble sweep.", ""]
+    g = sweep["generator_samples"]
+    lines = [
+        "## Scribbles and inpainting (the generator card's scribble sweep)",
+        "",
+        f"8 fixed scribbles x {next(iter(sweep['rows'].values()))['candidates']} candidates; KID against "
+        f"{sweep['reference']}. Generator samples: KID {g['kid']:.3f}, diversity "
+        f"{g['diversity']:.3f}. Goals (scribble issue): KID within 1.5x of the samples "
+        f"({1.5 * g['kid']:.3f}), paint error no worse than sparse 0.0105 / dense 0.049, diversity at "
+        f"least half the samples' ({g['diversity'] / 2:.3f}).",
+        "",
+        "| setting | paint error sparse / dense | KID | diversity | s per job | inpaint kept PSNR "
+        "| inpaint KID |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    default = MODE_DEFAULTS["scribble"]
+    for name, r in sweep["rows"].items():
+        s = r["settings"]
+        is_default = (
+            all(s.get(k) == v for k, v in default.items() if k in s) and s.get("init") == default["init"]
+        )
+        if s.get("init") != "encoder" and not is_default and not name.startswith("before"):
+            continue
+        pe, ip = r["paint_error"], r["inpaint"]
+        lines.append(
+            f"| {name}{' (default without an encoder)' if is_default else ''} | {pe['sparse']:.4f} / "
+            f"{pe['dense']:.4f} | {r['kid']:.3f} | {r['diversity']:.3f} | {r['seconds_per_job']} | "
+            f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} |"
+        )
+    lines += ["", "All rows: `docs/models.md` (the same table with every setting tried).", ""]
+    return lines
+
+
+# --- command ---------------------------------------------------------------------------------------
+
+
+def cmd_encoders(a: argparse.Namespace) -> int:
+    from core.encoder.model import encoder_path_for, load_encoder_for
+    from core.evals.metrics import write_quality
+    from core.losses import make_perceptual_loss
+    from core.models.io import load_generator
+    from core.paths import bundled_model
+
+    gen_path = bundled_model(a.model)
+    G = load_generator(gen_path)
+    encoder = load_encoder_for(gen_path, G)
+    perceptual = make_perceptual_loss("bundled")
+    speed = pass_times(G, encoder)
+    print("speed:", speed)
+    table = inversion_rows(G, encoder, perceptual, n=a.n, steps=a.steps)
+    for r in table["rows"]:
+        print(json.dumps(r))
+    if not a.write_card:
+        return 0
+    command = f"python -m core.evals encoders --n {a.n} --steps {a.steps} --write-card"
+    inv = {
+        "command": command,
+        "images": f"procedural eval split, images 100..{99 + a.n} (held out from training)",
+        "losses": "L1 x10 + bundled perceptual x0.01", "optimizer": "adam, lr 0.05",
+        "rows": table["rows"],
+    }  # fmt: skip
+    card_path = encoder_path_for(gen_path).with_suffix(".json")
+    write_quality(card_path, "inversion", inv)
+    write_quality(card_path, "speed", {**speed, "command": command})
+    docs = Path(a.docs)
+    inversion_sheet(table["targets"], table["images"], docs / "images" / "encoder-inversion.png")
+    live_strip(G, encoder, docs / "images" / "encoder-live-strip.png")
+    card = json.loads(card_path.read_text())
+    gen_card = json.loads(gen_path.with_suffix(".json").read_text())
+    print(write_doc(docs / "encoders.md", card, gen_card, command=command))
+    return 0
+
+
+def add_parsers(sub, common) -> None:
+    e = sub.add_parser("encoders", parents=[common], help="encoder vs optimisation: PSNR, time, live strip")
+    e.add_argument("--model", default="stylegan2-cats64.safetensors")
+    e.add_argument("--n", type=int, default=8, help="held-out images")
+    e.add_argument("--steps", type=int, default=CARD_STEPS)
+    e.add_argument("--docs", default="docs", help="where encoders.md and its images go")
+    e.add_argument("--write-card", action="store_true", help="store the tables in the encoder card + docs")
+    e.set_defaults(func=cmd_encoders)

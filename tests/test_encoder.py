@@ -1,0 +1,269 @@
+"""The encoder (core.encoder): one pass to w+, used as the inversion's start, found beside its generator,
+refused cleanly when it belongs to another generator; its training data and trainer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.encoder.model import (
+    EncoderConfig,
+    build_encoder,
+    encoder_path_for,
+    load_encoder,
+    load_encoder_for,
+    prepare_inputs,
+    save_encoder,
+)
+from core.errors import JobError, ModelLoadError
+from core.jobs.invert import invert
+from core.jobs.params import InvertParams, mode_defaults
+from core.jobs.runner import run_to_completion
+from tests.conftest import tiny_stylegan
+
+
+@pytest.fixture
+def G32():
+    return tiny_stylegan(resolution=32)
+
+
+def _trained_ish(G, seed=0):
+    """An encoder whose head is not zero (so its answers depend on the input)."""
+    enc = build_encoder(EncoderConfig(G.resolution, G.num_ws, G.w_dim, width=8, max_channels=16, hidden=32))
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        enc.head[-1].weight.normal_(0, 0.05)
+    ws = G.sample_w(2000)
+    enc.set_stats(ws.mean(0), ws.std(0))
+    return enc.eval().requires_grad_(False)
+
+
+def _target(seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_an_untrained_encoder_answers_the_mean_latent(G32):
+    enc = build_encoder(EncoderConfig(32, G32.num_ws, G32.w_dim, width=8, max_channels=16, hidden=32))
+    enc.set_stats(G32.mean_w(), torch.ones(G32.w_dim))
+    ws = enc(torch.zeros(2, 3, 32, 32))
+    assert ws.shape == (2, G32.num_ws, G32.w_dim)
+    torch.testing.assert_close(ws, G32.mean_w().expand(2, G32.num_ws, -1))
+
+
+def test_encoder_init_starts_from_the_encoders_answer(G32):
+    enc = _trained_ish(G32)
+    target = _target()
+    p = InvertParams(target=target, init="encoder", steps=0, perceptual_weight=0, space="w+")
+    r = run_to_completion(invert(p, G32, encoder=enc))
+    image, mask = prepare_inputs(target, None, 32, "cpu")
+    np.testing.assert_allclose(r.latent, enc(image, mask).numpy(), atol=1e-6)
+    assert r.images.shape == (1, 32, 32, 3)
+    # w: the mean of the w+ rows; it then optimises from there and gets closer to the target.
+    p_w = InvertParams(target=target, init="encoder", steps=0, perceptual_weight=0, space="w")
+    r_w = run_to_completion(invert(p_w, G32, encoder=enc))
+    np.testing.assert_allclose(r_w.latent, r.latent.mean(1), atol=1e-6)
+    r_opt = run_to_completion(invert(InvertParams(target=target, init="encoder", steps=20, space="w",
+                                                  perceptual_weight=0), G32, encoder=enc))  # fmt: skip
+    assert r_opt.loss_history[-1]["l1"] < r_opt.loss_history[0]["l1"]
+
+
+def test_the_encoder_sees_the_mask(G32):
+    enc = _trained_ish(G32)
+    target = _target()
+    mask = np.zeros((32, 32), np.float32)
+    mask[8:20, 8:20] = 1
+    whole = run_to_completion(
+        invert(InvertParams(target=target, init="encoder", steps=0, perceptual_weight=0), G32, encoder=enc)
+    )
+    part = run_to_completion(
+        invert(
+            InvertParams(target=target, mask=mask, init="encoder", steps=0, perceptual_weight=0),
+            G32,
+            encoder=enc,
+        )
+    )
+    assert np.abs(whole.latent - part.latent).max() > 1e-4
+
+
+def test_jitter_spreads_the_samples_after_the_first(G32):
+    enc = _trained_ish(G32)
+    p = InvertParams(
+        target=_target(), init="encoder", steps=0, perceptual_weight=0, num_samples=3, encoder_jitter=0.5
+    )
+    lat = run_to_completion(invert(p, G32, encoder=enc)).latent
+    alone = run_to_completion(
+        invert(InvertParams(target=_target(), init="encoder", steps=0, perceptual_weight=0), G32, encoder=enc)
+    )
+    np.testing.assert_allclose(lat[0], alone.latent[0], atol=1e-6)
+    assert np.abs(lat[1] - lat[0]).max() > 1e-3 and np.abs(lat[2] - lat[1]).max() > 1e-3
+
+
+def test_multi_start_mixes_the_encoder_start_with_random_starts(G32):
+    enc = _trained_ish(G32)
+    from core.jobs.invert import initial_latent
+
+    p = InvertParams(target=_target(), init="encoder", starts=4, num_samples=2, steps=5, perceptual_weight=0)
+    lat = initial_latent(G32, p, "cpu", enc)
+    first = initial_latent(G32, InvertParams(target=_target(), init="encoder"), "cpu", enc)
+    torch.testing.assert_close(lat[:1], first)
+    assert lat.shape[0] == 4 and (lat[1] - lat[0]).abs().max() > 1e-3
+
+
+def test_encoder_init_without_an_encoder_is_a_clear_job_error(G32):
+    with pytest.raises(JobError, match="encoder"):
+        run_to_completion(
+            invert(InvertParams(target=_target(), init="encoder", steps=1, perceptual_weight=0), G32)
+        )
+    with pytest.raises(JobError, match="w or w\\+"):
+        InvertParams(target=_target(), init="encoder", space="z")
+    with pytest.raises(JobError):
+        InvertParams(target=_target(), init="encoder", encoder_jitter=-1)
+
+
+def test_modes_start_from_the_encoder_only_where_there_is_one():
+    for mode in ("invert", "scribble", "inpaint"):
+        assert mode_defaults(mode)["init"] != "encoder"
+        assert mode_defaults(mode, has_encoder=True)["init"] == "encoder"
+
+
+def test_prepare_inputs_unpremultiplies_paint_and_binarises_the_mask():
+    paint = np.zeros((64, 64, 3), np.uint8)
+    paint[:] = (200, 100, 50)
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[10:30, 10:31] = 1.0  # an odd edge: half-covered pixels at 32 px
+    image, mask = prepare_inputs(paint, alpha, 32, "cpu")
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    painted = image[0, :, mask[0, 0] > 0]
+    want = torch.tensor([200, 100, 50]) / 127.5 - 1
+    torch.testing.assert_close(painted.mean(1), want, atol=0.02, rtol=0)  # not darkened at the edges
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _save_beside(G, tmp_path, enc, sha_of=None):
+    from core.models.io import save_generator
+    from core.models.safe_load import sha256_file
+
+    gen_path = save_generator(G, tmp_path / "g.safetensors")
+    meta = {"generator": gen_path.name, "generator_sha256": sha256_file(sha_of or gen_path)}
+    save_encoder(enc, encoder_path_for(gen_path), metadata=meta)
+    return gen_path
+
+
+def test_save_load_round_trip_and_found_beside_its_generator(G32, tmp_path):
+    enc = _trained_ish(G32)
+    gen_path = _save_beside(G32, tmp_path, enc)
+    assert encoder_path_for(gen_path).name == "g.encoder.safetensors"
+    loaded = load_encoder_for(gen_path, G32)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(loaded(x), enc(x))
+
+
+def test_an_encoder_for_another_generator_is_refused_with_how_to_train_one(G32, tmp_path):
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"another generator")
+    gen_path = _save_beside(G32, tmp_path, _trained_ish(G32), sha_of=other)
+    with pytest.raises(ModelLoadError, match="another generator.*core.training.encoder"):
+        load_encoder_for(gen_path, G32)
+    with pytest.raises(ModelLoadError, match="no encoder"):
+        load_encoder_for(tmp_path / "missing.safetensors", G32)
+
+
+def test_damaged_encoder_files_are_refused(tmp_path):
+    bad = tmp_path / "x.encoder.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError):
+        load_encoder(bad)
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(bad), metadata={"format": "latent-canvas-encoder/1", "config": "{"})
+    with pytest.raises(ModelLoadError, match="damaged"):
+        load_encoder(bad)
+    save_file({"a": torch.zeros(1)}, str(bad), metadata={"format": "latent-canvas-encoder/1",
+                                                         "config": json.dumps({"resolution": 32, "num_ws": 4,
+                                                                               "w_dim": 8})})  # fmt: skip
+    with pytest.raises(ModelLoadError, match="do not match"):
+        load_encoder(bad)
+
+
+def test_the_engine_reports_and_uses_the_encoder_beside_the_model(G32, tmp_path):
+    from core.worker.engine import Engine
+    from core.worker.messages import JobRequest, LoadModelRequest, MsgKind
+
+    gen_path = _save_beside(G32, tmp_path, _trained_ish(G32))
+    got = []
+    engine = Engine(got.append)
+    engine.handle(JobRequest(1, "load_model", LoadModelRequest(str(gen_path))))
+    assert got[-1].kind is MsgKind.MODEL_LOADED and got[-1].payload["encoder"] == "g.encoder.safetensors"
+    p = InvertParams(target=_target(), init="encoder", steps=0, perceptual_weight=0)
+    engine.handle(JobRequest(2, "invert", p))
+    assert got[-1].kind is MsgKind.RESULT
+    # Without the file: no encoder, a note saying so, and an encoder job is a job error (no crash).
+    encoder_path_for(gen_path).unlink()
+    engine.handle(JobRequest(3, "load_model", LoadModelRequest(str(gen_path))))
+    assert got[-1].payload["encoder"] is None and "no encoder" in got[-1].payload["encoder_note"]
+    engine.handle(JobRequest(4, "invert", p))
+    assert got[-1].kind is MsgKind.ERROR and "encoder" in got[-1].payload
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+def test_synthetic_inputs_cover_whole_images_holes_and_scribbles():
+    from core.training.encoder import region_scribbles, stroke_scribbles, synthetic_inputs
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 3, 32, 32) * 2 - 1
+    image, mask = synthetic_inputs(x, gen, p_whole=0.3, p_holes=0.3)
+    assert image.shape == x.shape and mask.shape == (12, 1, 32, 32)
+    cover = mask.mean((1, 2, 3))
+    assert (cover == 1).any() and (cover < 1).any()
+    assert torch.all(image[mask.expand_as(image) == 0] == 0)
+    for make in (stroke_scribbles, region_scribbles):
+        paint, m = make(x, gen)
+        assert set(m.unique().tolist()) <= {0.0, 1.0} and m.sum() > 0 and (m.mean((1, 2, 3)) < 1).any()
+        assert paint.min() >= -1 and paint.max() <= 1
+
+
+def test_training_lowers_the_loss_resumes_and_exports(G32, tmp_path, monkeypatch):
+    from core.models.io import save_generator
+    from core.training import encoder as tr
+
+    gen_path = save_generator(G32, tmp_path / "g.safetensors")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from core.imageio import save_png
+
+    for i in range(8):
+        save_png(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8), folder / f"{i}.png")
+    args = ["--generator", str(gen_path), "--images", str(folder), "--out", str(tmp_path / "run"), "--kimg",
+            "0.064", "--batch", "8", "--bank", "16", "--latent-kimg", "0.016", "--width", "8",
+            "--max-channels", "16", "--hidden", "32", "--checkpoint-minutes", "100"]  # fmt: skip
+    progress = tr.train(args)
+    assert progress["nimg"] == 64 and progress["curve"][-1]["psnr_whole"] > 0
+    tr.train([*args[2:], "--resume", "--kimg", "0.08"])
+    out = tr.export(tmp_path / "run")
+    assert out["model"] == encoder_path_for(gen_path)
+    card = json.loads(out["sidecar"].read_text())
+    assert card["training"]["kimg"] == 0.08 and card["generator_sha256"]
+    load_encoder_for(gen_path, G32)
+
+
+def test_a_sweep_row_runs_the_encoder_settings():
+    from core.clip import load_clip
+    from core.evals import inversion_quality as iq
+    from core.evals.metrics import clip_features, procedural_batches
+    from core.losses import make_perceptual_loss
+
+    clip = load_clip()
+    real = clip_features(clip, procedural_batches(40, split="eval", start=1000))
+    scribbles = {k: v for k, v in iq.load_scribbles().items() if k in ("sparse-0", "dense-0")}
+    name, cfg = next((n, c) for n, c in iq.SWEEP_SETTINGS if c.get("init") == "encoder" and c["steps"] == 0)
+    G64 = tiny_stylegan(resolution=64)  # the fixed scribbles are 64 px
+    row = iq.sweep_row(G64, scribbles, cfg, k=3, perceptual=make_perceptual_loss("bundled"), clip=clip,
+                       real=real, encoder=_trained_ish(G64))  # fmt: skip
+    assert row["n_results"] == 6 and row["diversity"] > 0  # the spread starts differ
+    assert row["inpaint"]["kept_psnr_min"] > 90
