@@ -267,3 +267,21 @@ def test_a_sweep_row_runs_the_encoder_settings():
                        real=real, encoder=_trained_ish(G64))  # fmt: skip
     assert row["n_results"] == 6 and row["diversity"] > 0  # the spread starts differ
     assert row["inpaint"]["kept_psnr_min"] > 90
+
+
+def test_the_cli_starts_from_the_encoder_beside_the_model_by_default(G32, tmp_path):
+    from core.cli import main
+    from core.imageio import save_png
+
+    gen_path = _save_beside(G32, tmp_path, _trained_ish(G32))
+    image = save_png(_target(), tmp_path / "cat.png")
+    common = ["invert", "--image", str(image), "--model", str(gen_path), "--perceptual", "none"]
+    assert main([*common, "--steps", "0", "--out", str(tmp_path / "a")]) == 0
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["params"]["init"] == "encoder" and run["encoder"].endswith("g.encoder.safetensors")
+    assert main([*common, "--steps", "3", "--init", "mean", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["params"]["init"] == "mean"
+    encoder_path_for(gen_path).unlink()  # no encoder: mean init by default, and asking for one fails
+    assert main([*common, "--steps", "1", "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["params"]["init"] == "mean"
+    assert main([*common, "--steps", "1", "--init", "encoder", "--out", str(tmp_path / "d")]) == 1

@@ -15,7 +15,9 @@ from core.types import LatentSpace
 
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
 _MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("spread", "spread_weight"),
-                 ("perceptual_weight", "perceptual_weight"), ("starts", "starts"))  # fmt: skip
+                 ("perceptual_weight", "perceptual_weight"), ("starts", "starts"), ("steps", "steps"),
+                 ("encoder_jitter", "encoder_jitter"))  # fmt: skip
+_FALLBACK = {"steps": 500, "encoder_jitter": 0.0}  # where a mode sets nothing
 
 
 def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None, has_encoder: bool = False) -> None:
@@ -27,7 +29,7 @@ def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None, has_enco
     defaults = mode_defaults(mode, has_encoder=has_encoder)
     for opt, key in _MODE_OPTIONS:
         if getattr(a, opt) is None:
-            setattr(a, opt, defaults[key])
+            setattr(a, opt, defaults.get(key, _FALLBACK.get(key)))
 
 
 def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | None, has_perceptual: bool):
@@ -97,7 +99,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
         "loss_history": result.loss_history,
     }
     save_run(out, run_info, result, target=target, model_path=model_path, indexed=False)
-    final = result.loss_history[-1]
+    final = result.loss_history[-1] if result.loss_history else {}  # none with --steps 0 (the start)
     print(f"wrote {out} in {elapsed:.1f}s; final loss " + ", ".join(f"{k}={v:.4f}" for k, v in final.items()))
     return 0
 
@@ -160,9 +162,9 @@ def add_parsers(sub) -> None:
     inv.add_argument("--init", choices=["mean", "random", "encoder"],
                      help="default: the mode's (encoder where the model has one)")  # fmt: skip
     inv.add_argument("--encoder", help="encoder file (default: <model>.encoder.safetensors beside the model)")
-    inv.add_argument("--encoder-jitter", type=float, default=0.0,
+    inv.add_argument("--encoder-jitter", type=float,
                      help="init encoder, several --samples: W-std spread of the later starts")  # fmt: skip
-    inv.add_argument("--steps", type=int, default=500)
+    inv.add_argument("--steps", type=int, help="default: the mode's (500 without an encoder)")
     inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     inv.add_argument("--lr", type=float, default=0.05)
     inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
