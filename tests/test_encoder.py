@@ -285,3 +285,23 @@ def test_the_cli_starts_from_the_encoder_beside_the_model_by_default(G32, tmp_pa
     assert main([*common, "--steps", "1", "--out", str(tmp_path / "c")]) == 0
     assert json.loads((tmp_path / "c" / "run.json").read_text())["params"]["init"] == "mean"
     assert main([*common, "--steps", "1", "--init", "encoder", "--out", str(tmp_path / "d")]) == 1
+
+
+def test_change_records_a_setting_change_for_the_resumed_run(G32, tmp_path):
+    from core.models.io import save_generator
+    from core.training import encoder as tr
+
+    gen_path = save_generator(G32, tmp_path / "g.safetensors")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from core.imageio import save_png
+
+    for i in range(4):
+        save_png(np.full((32, 32, 3), 40 * i, np.uint8), folder / f"{i}.png")
+    run = str(tmp_path / "run")
+    tr.train(["--generator", str(gen_path), "--images", str(folder), "--out", run, "--kimg", "0.016",
+              "--batch", "8", "--bank", "8", "--width", "8", "--max-channels", "16", "--hidden", "32"])  # fmt: skip
+    tr.main(["change", "--run", run, "--set", "lr=1e-4", "--why", "anneal"])
+    progress = tr.train(["--out", run, "--resume", "--kimg", "0.032"])
+    assert progress["config"]["lr"] == 1e-4
+    assert progress["config_changes"][-1] == {"kimg": 0.016, "changes": {"lr": 1e-4}, "why": "anneal"}

@@ -101,3 +101,24 @@ def test_inpaint_holes_are_seeded_boxes():
     np.testing.assert_array_equal(a, b)
     frac = a.reshape(4, -1).mean(1)
     assert ((frac > 0.05) & (frac < 0.15)).all()
+
+
+def test_the_bundled_encoder_belongs_to_the_bundled_generator_and_beats_the_mean_start(G):
+    """The shipped encoder loads for the shipped generator (a retrained generator needs it retrained),
+    and its one-pass answer is far closer to held-out cats than the mean latent the optimisation
+    otherwise starts from (the card has the full table: docs/encoders.md)."""
+    from core.encoder.model import load_encoder_for
+    from core.jobs.invert import invert
+    from core.jobs.params import InvertParams
+    from core.jobs.runner import run_to_completion
+
+    encoder = load_encoder_for(bundled_model(DEFAULT_GENERATOR), G)
+    targets = iq.held_out_images(8)
+    start = {}
+    for init in ("mean", "encoder"):
+        p = InvertParams(target=targets, num_samples=8, init=init, steps=0, perceptual_weight=0)
+        start[init] = iq.psnr(run_to_completion(invert(p, G, encoder=encoder)).images, targets).mean()
+    assert start["encoder"] > start["mean"] + 3
+    card = json.loads(bundled_model(DEFAULT_GENERATOR).with_name("stylegan2-cats64.encoder.json").read_text())
+    row = next(r for r in card["quality"]["inversion"]["rows"] if r["space"] == "w+")
+    assert abs(row["encoder_alone"] - start["encoder"]) < 0.05  # the card's number is this one

@@ -446,6 +446,19 @@ def change_settings(run_dir: str | Path, config_cls: type, changes: dict[str, An
     return progress
 
 
+def change_main(argv: Sequence[str], *, prog: str, config_cls: type) -> None:
+    """``<prog> change --run DIR --set lr=1e-4 --why "..."``: change a stopped run's settings (recorded
+    in the run and, at export, in the model card)."""
+    p = argparse.ArgumentParser(prog=f"{prog} change", description=change_main.__doc__)
+    p.add_argument("--run", required=True)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=VALUE")
+    p.add_argument("--why", required=True, help="the reason, kept in the model card")
+    a = p.parse_args(argv)
+    changes = dict(item.split("=", 1) for item in a.set)
+    progress = change_settings(a.run, config_cls, changes, a.why)
+    print(progress["config_changes"][-1])
+
+
 def config_from(config_cls: type, stored: dict[str, Any]):
     """A run's config from its stored dict. A setting this code no longer has is dropped when it was
     off (0, False, empty) in the run, so old runs resume; one that was on is an error, since the

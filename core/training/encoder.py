@@ -52,6 +52,7 @@ from core.training.common import (
     _save_npy,
     _session_facts,
     add_config_args,
+    change_main,
     export_facts,
     load_checkpoint,
     pick_device,
@@ -494,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
         export_main(argv[1:])
+    elif argv[:1] == ["change"]:
+        change_main(argv[1:], prog=PROG, config_cls=TrainConfig)
     else:
         train(argv)
 

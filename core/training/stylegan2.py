@@ -50,7 +50,7 @@ from core.training.common import (
     BEST,
     CHECKPOINT,
     ImageBank,
-    change_settings,
+    change_main,
     config_from,
     export_facts,
     load_checkpoint,
@@ -563,26 +563,12 @@ def export_main(argv: Sequence[str]) -> None:
     )
 
 
-def change_main(argv: Sequence[str]) -> None:
-    """``change --run DIR --set r1_gamma=2 --why "..."``: change a stopped run's settings (recorded)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog=f"{PROG} change", description=change_main.__doc__)
-    p.add_argument("--run", required=True)
-    p.add_argument("--set", action="append", required=True, metavar="NAME=VALUE")
-    p.add_argument("--why", required=True, help="the reason, kept in the model card")
-    a = p.parse_args(argv)
-    changes = dict(item.split("=", 1) for item in a.set)
-    progress = change_settings(a.run, TrainConfig, changes, a.why)
-    print(progress["config_changes"][-1])
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
         export_main(argv[1:])
     elif argv[:1] == ["change"]:
-        change_main(argv[1:])
+        change_main(argv[1:], prog=PROG, config_cls=TrainConfig)
     else:
         run_training(argv, prog=PROG, config_cls=TrainConfig, make_trainer=StyleGAN2Trainer)
 
