@@ -299,8 +299,8 @@ def test_change_records_a_setting_change_for_the_resumed_run(G32, tmp_path):
     for i in range(4):
         save_png(np.full((32, 32, 3), 40 * i, np.uint8), folder / f"{i}.png")
     run = str(tmp_path / "run")
-    tr.train(["--generator", str(gen_path), "--images", str(folder), "--out", run, "--kimg", "0.016",
-              "--batch", "8", "--bank", "8", "--width", "8", "--max-channels", "16", "--hidden", "32"])  # fmt: skip
+    small = ["--batch", "8", "--bank", "8", "--width", "8", "--max-channels", "16", "--hidden", "32"]
+    tr.train(["--generator", str(gen_path), "--images", str(folder), "--out", run, "--kimg", "0.016", *small])
     tr.main(["change", "--run", run, "--set", "lr=1e-4", "--why", "anneal"])
     progress = tr.train(["--out", run, "--resume", "--kimg", "0.032"])
     assert progress["config"]["lr"] == 1e-4
