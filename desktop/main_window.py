@@ -511,9 +511,14 @@ class MainWindow(SessionMixin, QMainWindow):
             return
         if self.jobs.active is not None and self.jobs.active.live:
             self.worker.cancel_current()  # the last stroke's refinement: this stroke supersedes it
-        req = JobRequest(
-            next(self._ids), "invert", self.invert_panel.params(self.canvas, frame=True), live=True
-        )
+        from core.errors import JobError
+
+        try:
+            params = self.invert_panel.params(self.canvas, frame=True)
+        except JobError as e:  # e.g. encoder init with the z space: say so, and the stroke goes on
+            self.statusBar().showMessage(f"live frame: {e}", 8000)
+            return
+        req = JobRequest(next(self._ids), "invert", params, live=True)
         self._frames.add(req.job_id)
         self._frame_inflight, self._frame_dirty = req.job_id, False
         self.worker.submit(req, supersede=False)

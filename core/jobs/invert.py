@@ -83,16 +83,18 @@ def initial_latent(G: Generator, p: InvertParams, device, encoder=None) -> torch
 def encoder_latent(G: Generator, p: InvertParams, encoder, device) -> torch.Tensor:
     """The encoder's one-pass answer for ``p.target`` and ``p.mask`` in ``p.space`` ([N, w_dim] for w:
     the mean of its w+ rows). With several samples from one target, samples after the first start
-    ``p.encoder_jitter`` W standard deviations away in a seeded random w direction."""
+    ``p.encoder_jitter`` W standard deviations away in a seeded random w direction (a batch of targets
+    gets each target's own answer)."""
     from core.encoder.model import prepare_inputs
 
     if encoder is None:
         raise JobError(NO_ENCODER)
     image, mask = prepare_inputs(p.target, p.mask, encoder.cfg.resolution, device)
     ws = encoder(image, mask)
-    if ws.shape[0] == 1:
+    one_target = ws.shape[0] == 1
+    if one_target:
         ws = ws.expand(p.num_samples, -1, -1)
-    if p.encoder_jitter > 0 and p.num_samples > 1:
+    if p.encoder_jitter > 0 and p.num_samples > 1 and one_target:  # candidates for one target
         noise = torch.randn(p.num_samples, G.w_dim, generator=torch.Generator().manual_seed(p.seed)).to(ws)
         noise[0] = 0  # the first sample is the encoder's own answer
         ws = ws + (p.encoder_jitter * encoder.w_std * noise)[:, None]

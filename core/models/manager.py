@@ -54,7 +54,7 @@ class ModelEntry:
     """One known model."""
 
     name: str  # registry key, used on the command line
-    kind: str  # "sd" | "sd-inpainting" | "gan" | "clip" | "preview-decoder"
+    kind: str  # "sd" | "sd-inpainting" | "gan" | "clip" | "preview-decoder" | "w-prior" | "encoder"
     format: str  # "diffusers-folder" | "sd-single-file" | "stylegan2-pkl" | "generator" | "open_clip"
     licence: str
     source: str  # where it comes from, for people (a hub repo, a project page)
@@ -107,6 +107,16 @@ REGISTRY: tuple[ModelEntry, ...] = (
         filename="wdiffusion-cats64.safetensors",
         bundled=True,
         notes="diffusion prior over the bundled StyleGAN2's W space",
+    ),
+    ModelEntry(
+        "stylegan2-cats64-encoder",
+        "encoder",
+        "latent-canvas-encoder",
+        "MIT (trained here on samples of the bundled generator and procedural cats)",
+        "bundled: python -m core.training.encoder",
+        filename="stylegan2-cats64.encoder.safetensors",
+        bundled=True,
+        notes="image / hole / scribble -> w+ in one pass for the bundled StyleGAN2 (docs/encoders.md)",
     ),
     ModelEntry(
         "lc-tiny-clip",
