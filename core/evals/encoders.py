@@ -265,6 +265,12 @@ def _sweep_lines(gen_card: dict) -> list[str]:
             f"{pe['dense']:.4f} | {r['kid']:.3f} | {r['diversity']:.3f} | {r['seconds_per_job']} | "
             f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} |"
         )
+    if not any(r["settings"].get("init") == "encoder" for r in sweep["rows"].values()):
+        from core.evals.inversion_quality import ENCODER_ROWS
+
+        names = " ".join(f'"{n}"' for n in ENCODER_ROWS)
+        lines += ["", "**The sweep's encoder rows have not been measured yet**: run `python -m core.evals "
+                  f"scribble-sweep --k 4 --write-card --only {names}`, then this command again."]  # fmt: skip
     lines += ["", "All rows: `docs/models.md` (the same table with every setting tried).", ""]
     return lines
 
