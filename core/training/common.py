@@ -446,6 +446,29 @@ def change_settings(run_dir: str | Path, config_cls: type, changes: dict[str, An
     return progress
 
 
+def generator_run(parser: argparse.ArgumentParser, a: argparse.Namespace, config_cls: type, out: Path):
+    """Start or resume a run trained against a generator (the W prior, an encoder): ``(config,
+    generator path, progress, checkpoint state or None)``. On resume the settings come from the
+    checkpoint and the generator must be the one the run started with (sha256); errors go through
+    ``parser.error``."""
+    loaded = load_checkpoint(out)
+    if loaded is not None and not a.resume:
+        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
+    if loaded is None and not a.generator:
+        parser.error("a new run needs --generator")
+    if loaded is not None:
+        state, progress = loaded
+        gen_path = Path(a.generator or progress["generator"])
+        if sha256_file(gen_path) != progress["generator_sha256"]:
+            parser.error(f"{gen_path} is not the generator this run was started with (sha256 differs)")
+        return config_cls(**progress["config"]), gen_path, progress, state
+    cfg = config_cls(**{f.name: getattr(a, f.name) for f in fields(config_cls)})
+    gen_path = Path(a.generator)
+    progress = {"config": asdict(cfg), "sessions": [], "nimg": 0, "elapsed_s": 0.0,
+                "generator": str(gen_path), "generator_sha256": sha256_file(gen_path)}  # fmt: skip
+    return cfg, gen_path, progress, None
+
+
 def change_main(argv: Sequence[str], *, prog: str, config_cls: type) -> None:
     """``<prog> change --run DIR --set lr=1e-4 --why "..."``: change a stopped run's settings (recorded
     in the run and, at export, in the model card)."""

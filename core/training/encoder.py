@@ -34,7 +34,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from core.training.common import (
     add_config_args,
     change_main,
     export_facts,
+    generator_run,
     load_checkpoint,
     pick_device,
     procedural_bank,
@@ -399,23 +400,10 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     if a.threads:
         torch.set_num_threads(a.threads)
     device, out = pick_device(a.device), Path(a.out)
-    loaded = load_checkpoint(out)
-    if loaded is not None and not a.resume:
-        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
-    if loaded is None and not a.generator:
-        parser.error("a new run needs --generator")
-    if loaded is not None:
-        state, progress = loaded
-        cfg = TrainConfig(**progress["config"])
-        gen_path = Path(a.generator or progress["generator"])
-        if sha256_file(gen_path) != progress["generator_sha256"]:
-            parser.error(f"{gen_path} is not the generator this run was started with (sha256 differs)")
-        images_dir = a.images or progress.get("images")
-    else:
-        cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
-        gen_path, images_dir = Path(a.generator), a.images
-        progress = {"config": asdict(cfg), "sessions": [], "nimg": 0, "elapsed_s": 0.0, "images": images_dir}
-        progress.update(generator=str(gen_path), generator_sha256=sha256_file(gen_path))
+    cfg, gen_path, progress, state = generator_run(parser, a, TrainConfig, out)
+    if state is None:
+        progress["images"] = a.images  # a resumed run keeps its images unless --images names others
+    images_dir = a.images or progress.get("images")
     out.mkdir(parents=True, exist_ok=True)
     G = load_generator(gen_path, device=device)
     if images_dir:
@@ -428,7 +416,7 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     perceptual, kind = resolve_perceptual("auto", 1.0, device)
     log.info("perceptual loss: %s", kind)
     trainer = EncoderTrainer(cfg, device, G, images, bank, perceptual)
-    if loaded is not None:
+    if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
     progress["sessions"].append(_session_facts(PROG, argv, device, trainer.nimg))

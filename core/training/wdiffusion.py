@@ -23,7 +23,7 @@ import copy
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from core.training.common import (
     _session_facts,
     add_config_args,
     export_facts,
+    generator_run,
     load_checkpoint,
     pick_device,
     rng_state,
@@ -205,25 +206,10 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     if a.threads:
         torch.set_num_threads(a.threads)
     device, out = pick_device(a.device), Path(a.out)
-    loaded = load_checkpoint(out)
-    if loaded is not None and not a.resume:
-        parser.error(f"{out} already holds a run: pass --resume to continue it, or another --out")
-    if loaded is None and not a.generator:
-        parser.error("a new run needs --generator")
-    if loaded is not None:
-        state, progress = loaded
-        cfg = TrainConfig(**progress["config"])
-        gen_path = Path(a.generator or progress["generator"])
-        if sha256_file(gen_path) != progress["generator_sha256"]:
-            parser.error(f"{gen_path} is not the generator this run was started with (sha256 differs)")
-    else:
-        cfg = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
-        gen_path = Path(a.generator)
-        progress = {"config": asdict(cfg), "sessions": [], "nimg": 0, "elapsed_s": 0.0}
-        progress.update(generator=str(gen_path), generator_sha256=sha256_file(gen_path))
+    cfg, gen_path, progress, state = generator_run(parser, a, TrainConfig, out)
     G = load_generator(gen_path, device=device)
     trainer = WDiffusionTrainer(cfg, device, G, load_stats(G, gen_path))
-    if loaded is not None:
+    if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
     progress["sessions"].append(_session_facts(PROG, argv, device, trainer.nimg))
