@@ -25,16 +25,15 @@ meaningful for that generator: :func:`encoder_path_for` finds it beside the gene
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.models.safe_load import read_safetensors, sha256_file
+from core.models.safe_load import read_safetensors, save_model_file, sha256_file
 from core.types import safetensors_metadata
 
 FORMAT = "latent-canvas-encoder/1"
@@ -151,15 +150,7 @@ def encoder_path_for(generator_path: str | Path) -> Path:
 def save_encoder(model: Encoder, path: str | Path, *, metadata: dict | None = None) -> Path:
     """Write weights + W statistics + config (``metadata`` values are JSON-encoded into the header);
     ``metadata`` should carry ``generator_sha256``."""
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(asdict(model.cfg))}
-    meta.update({k: json.dumps(v, default=str) for k, v in (metadata or {}).items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return save_model_file(model, path, format=FORMAT, metadata=metadata)
 
 
 def read_encoder_metadata(path: str | Path) -> dict:

@@ -95,3 +95,24 @@ def load_torch_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu")
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: {_first_line(e)}") from e
+
+
+def save_model_file(model, path: str | os.PathLike, *, format: str, metadata: dict | None = None) -> Path:
+    """Write a config'd module (``model.cfg``, a dataclass) as one ``.safetensors``: its state dict,
+    and in the header ``format``, the JSON config and each ``metadata`` value JSON-encoded. Atomic: a
+    temporary name replaced at the end, never a half-written model under the real name. The W prior
+    and the encoder files are written this way."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": format, "config": json.dumps(asdict(model.cfg))}
+    meta.update({k: json.dumps(v, default=str) for k, v in (metadata or {}).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from core.errors import ModelLoadError
-from core.models.safe_load import read_safetensors
+from core.models.safe_load import read_safetensors, save_model_file
 from core.prior import schedule
 from core.types import safetensors_metadata
 
@@ -217,15 +216,7 @@ def build_wdiffusion(cfg: WDiffusionConfig | dict, *, seed: int = 0) -> WDenoise
 
 def save_wdiffusion(model: WDenoiser, path: str | Path, *, metadata: dict | None = None) -> Path:
     """Write weights + normalisation + config (``metadata`` values are JSON-encoded into the header)."""
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(asdict(model.cfg))}
-    meta.update({k: json.dumps(v, default=str) for k, v in (metadata or {}).items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)  # atomic: never a half-written model under the real name
-    return path
+    return save_model_file(model, path, format=FORMAT, metadata=metadata)
 
 
 def read_wdiffusion_metadata(path: str | Path) -> dict:
