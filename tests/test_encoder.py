@@ -17,9 +17,10 @@ from core.encoder.model import (
     save_encoder,
 )
 from core.errors import JobError, ModelLoadError
-from core.jobs.invert import invert
+from core.jobs.invert import invert, w_statistics
 from core.jobs.params import InvertParams, mode_defaults
 from core.jobs.runner import run_to_completion
+from core.training.common import load_checkpoint
 from tests.conftest import tiny_stylegan
 
 
@@ -249,7 +250,20 @@ def test_training_lowers_the_loss_resumes_and_exports(G32, tmp_path, monkeypatch
     assert out["model"] == encoder_path_for(gen_path)
     card = json.loads(out["sidecar"].read_text())
     assert card["training"]["kimg"] == 0.08 and card["generator_sha256"]
-    load_encoder_for(gen_path, G32)
+    trained = load_encoder_for(gen_path, G32)
+    # a new run for a changed generator starts from this encoder's weights (W statistics its own)
+    G2 = tiny_stylegan(resolution=32, seed=5)
+    gen2 = save_generator(G2, tmp_path / "g2.safetensors")
+    run2 = ["--generator", str(gen2), *args[2:5], str(tmp_path / "run2"), "--kimg", "0.008", *args[8:]]
+    progress = tr.train([*run2, "--init-from", str(out["model"]), "--latent-kimg", "0"])
+    assert progress["init_from"]["kimg"] == 0.08 and progress["init_from"]["sha256"]
+    state, _ = load_checkpoint(tmp_path / "run2")
+    start = {k: v for k, v in trained.state_dict().items() if k not in ("w_mean", "w_std")}
+    assert sum(torch.equal(state["ema"][k], v) for k, v in start.items()) < len(start)  # it trained on
+    mean, _std = w_statistics(G2)
+    assert torch.allclose(state["ema"]["w_mean"], mean.reshape(-1))
+    with pytest.raises(SystemExit):  # a resumed run cannot start over from another encoder
+        tr.train([*run2, "--resume", "--init-from", str(out["model"])])
 
 
 def test_a_sweep_row_runs_the_encoder_settings():

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from core.models.io import load_generator
 from core.models.safe_load import sha256_file
 from core.prior.wstats import kmeans, kmeans_plus_plus
-from core.training import common, dcgan, stylegan2
+from core.training import common, dcgan, projected, stylegan2
 from core.training.common import ImageBank
 
 RES = 16
@@ -30,6 +30,12 @@ TINY_SG2 = dict(
 TINY_DCGAN = dict(resolution=RES, z_dim=16, base_channels=8, d_base_channels=8, batch=4, n_train=32)
 ARCHS = {
     "stylegan2": (stylegan2, stylegan2.StyleGAN2Trainer, TINY_SG2),
+    # with the projected discriminator on the bundled tiny CLIP's features (its state resumes too)
+    "stylegan2-projected": (
+        stylegan2,
+        stylegan2.StyleGAN2Trainer,
+        {**TINY_SG2, "proj_weight": 1.0, "proj_channels": 8},
+    ),
     "dcgan": (dcgan, dcgan.DCGANTrainer, TINY_DCGAN),
 }
 
@@ -101,6 +107,36 @@ def test_resume_continues_bitwise(arch, tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert (tmp_path / "a" / "reals.png").is_file() and (tmp_path / "a" / "fakes-000000.png").is_file()
+
+
+def test_projected_discriminator_switched_on_mid_run(bank):
+    """`change --set proj_weight=1` on a plain run: the checkpoint has no projected D, which starts
+    fresh; the pixel D and G resume as they were, and G's step then gets the projected term."""
+    plain = stylegan2.StyleGAN2Trainer(stylegan2.TrainConfig(**TINY_SG2), torch.device("cpu"), bank)
+    plain.step()
+    cfg = stylegan2.TrainConfig(**{**TINY_SG2, "proj_weight": 1.0, "proj_channels": 8})
+    t = stylegan2.StyleGAN2Trainer(cfg, torch.device("cpu"), bank)
+    t.load_state_dict(plain.state_dict())
+    pixel_d = t.D.state_dict()
+    assert all(torch.equal(v, pixel_d[k]) for k, v in plain.D.state_dict().items())
+    before = {k: v.clone() for k, v in t.P.state_dict().items()}
+    losses = t.step()
+    assert {"G_proj", "P", "P_real", "P_fake"} <= losses.keys()
+    changed = [k for k, v in t.P.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and not any(k.startswith("ccm") for k in changed)  # heads learn, projections fixed
+    assert "P" in t.state_dict() and "P" not in plain.state_dict()
+
+
+def test_diff_augment_is_differentiable_and_seeded():
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    a = projected.diff_augment(x, torch.Generator().manual_seed(1))
+    b = projected.diff_augment(x, torch.Generator().manual_seed(1))
+    c = projected.diff_augment(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # cutout zeroes half the size: every image has zeros; translation keeps the content otherwise
+    assert all((img == 0).all(0).sum() >= 16 for img in a.detach())
 
 
 def test_existing_run_needs_resume(tmp_path, monkeypatch):

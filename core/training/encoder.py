@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import math
 import sys
@@ -283,6 +284,23 @@ class EncoderTrainer:
             out += [img * m, self.G.synthesis(self.ema(img, m))]
         return torch.cat(out)
 
+    def init_from(self, path: str | Path) -> dict[str, Any]:
+        """Start model and EMA from an exported encoder of the same shape (its offsets, in W-std
+        units, carry over; the mean and std stay this generator's)."""
+        from core.encoder.model import load_encoder
+
+        path = Path(path)
+        old = load_encoder(path)
+        if old.cfg != self.model.cfg:
+            raise ValueError(f"{path.name} has another shape ({old.cfg}) than this run ({self.model.cfg})")
+        weights = {k: v for k, v in old.state_dict().items() if k not in ("w_mean", "w_std")}
+        for m in (self.model, self.ema):
+            m.load_state_dict({**m.state_dict(), **weights})
+        card = path.with_suffix(".json")
+        facts = json.loads(card.read_text()).get("training", {}) if card.is_file() else {}
+        return {"file": path.name, "sha256": sha256_file(path), "kimg": facts.get("kimg"),
+                "minutes": facts.get("minutes"), "generator_sha256": old.generator_sha256}  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -385,6 +403,11 @@ def train_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-every", type=float, default=60.0, help="seconds between progress lines")
     s.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda:0")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    s.add_argument(
+        "--init-from",
+        help="a new run starts from this encoder's weights (one trained for an earlier version of the "
+        "generator: far quicker than from scratch; the W statistics are the new generator's)",
+    )
     add_config_args(p.add_argument_group("model and training settings (fixed for a run)"), TrainConfig)
     return p
 
@@ -416,9 +439,14 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     perceptual, kind = resolve_perceptual("auto", 1.0, device)
     log.info("perceptual loss: %s", kind)
     trainer = EncoderTrainer(cfg, device, G, images, bank, perceptual)
+    if a.init_from and state is not None:
+        parser.error("--init-from starts a new run; this one resumes from its checkpoint")
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
+    elif a.init_from:
+        progress["init_from"] = trainer.init_from(a.init_from)
+        log.info("started from %s", a.init_from)
     progress["sessions"].append(_session_facts(PROG, argv, device, trainer.nimg))
     return train_loop(
         trainer,

@@ -61,6 +61,7 @@ from core.training.common import (
     setup_logging,
     write_sidecar,
 )
+from core.training.projected import diff_augment
 
 log = logging.getLogger("latent_canvas.training")
 
@@ -103,6 +104,12 @@ class TrainConfig:
     adv_distill_weight: float = 0.0  # regression weight beside the GAN loss after distill_kimg; 0: none
     distill_lr: float = 0.0  # G's Adam lr while distilling (0: lr)
     distill_beta1: float = 0.0  # G's Adam beta1 while distilling (the GAN phase uses 0, as official)
+    # Projected discriminator (core.training.projected): a second D on the frozen tiny CLIP's feature
+    # maps beside the pixel D, its hinge loss added to G's at `proj_weight`. 0: the plain recipe.
+    proj_weight: float = 0.0
+    proj_channels: int = 64  # width of its fixed random projections
+    proj_lr: float = 0.002  # its Adam lr (betas 0, 0.99 as the paper)
+    proj_augment: str = ""  # DiffAugment policies before its features ("color,translation,cutout"; "": none)
     fid_samples: int = 0  # learning curve: tiny-CLIP FID of this many G_ema samples per checkpoint
 
     def generator_config(self) -> StyleGAN2Config:
@@ -250,6 +257,23 @@ class StyleGAN2Trainer:
             self._setup_distillation(bank.cache_dir)
         self._fid_reference: torch.Tensor | None = None
         self._fid_clip = None
+        self.P = self.opt_P = None
+        if cfg.proj_weight > 0:
+            self._setup_projected()
+
+    def _setup_projected(self) -> None:
+        from core.clip import load_clip
+        from core.training.projected import ProjectedDiscriminator, clip_feature_fn
+
+        features = clip_feature_fn(load_clip(device=self.device))
+        self.P = (
+            ProjectedDiscriminator(
+                features, self.cfg.resolution, channels=self.cfg.proj_channels, seed=self.cfg.seed
+            )
+            .to(self.device)
+            .requires_grad_(False)
+        )  # on only for its own step (as D)
+        self.opt_P = torch.optim.Adam(self.P.parameters(), lr=self.cfg.proj_lr, betas=(0.0, 0.99), eps=1e-8)
 
     def _setup_distillation(self, cache_dir) -> None:
         from core.losses import make_perceptual_loss
@@ -307,10 +331,15 @@ class StyleGAN2Trainer:
             loss = F.softplus(-logits).mean()
             _optimise(self.opt_G, self.G, loss + self.cfg.adv_distill_weight * reg)
             return {"G": float(loss.detach()), **parts}
-        logits = self._run_D(self._generate(n, update_w_avg=True))
-        loss = F.softplus(-logits).mean()
+        fake = self._generate(n, update_w_avg=True)
+        loss = F.softplus(-self._run_D(fake)).mean()
+        out = {"G": float(loss.detach())}
+        if self.P is not None:  # hinge generator loss on the projected D, beside the pixel D's
+            proj = -self.P(diff_augment(fake, self.gen, self.cfg.proj_augment)).mean()
+            out["G_proj"] = float(proj.detach())
+            loss = loss + self.cfg.proj_weight * proj
         _optimise(self.opt_G, self.G, loss)
-        return {"G": float(loss.detach())}
+        return out
 
     def _distill_step(self) -> dict[str, float]:
         """One regression step: G(z) towards the renderer's image of z (L1 + perceptual)."""
@@ -357,11 +386,23 @@ class StyleGAN2Trainer:
         fake_logits, real_logits = self._run_D(fake), self._run_D(real)
         loss_fake, loss_real = F.softplus(fake_logits).mean(), F.softplus(-real_logits).mean()
         _optimise(self.opt_D, self.D, loss_fake + loss_real)
-        return {
+        out = {
             "D": float((loss_fake + loss_real).detach()),
             "D_real": float(real_logits.detach().mean()),
             "D_fake": float(fake_logits.detach().mean()),
         }
+        if self.P is not None:  # hinge loss, the same fakes
+            self.P.requires_grad_(True)
+            p_real, p_fake = (
+                self.P(diff_augment(real, self.gen, self.cfg.proj_augment)),
+                self.P(diff_augment(fake, self.gen, self.cfg.proj_augment)),
+            )
+            loss_p = F.relu(1 - p_real).mean() + F.relu(1 + p_fake).mean()
+            _optimise(self.opt_P, self.P, loss_p)
+            self.P.requires_grad_(False)
+            out.update(P=float(loss_p.detach()), P_real=float(p_real.detach().mean()))
+            out["P_fake"] = float(p_fake.detach().mean())
+        return out
 
     def _d_r1(self, real: torch.Tensor) -> float:
         """Lazy R1: gamma/2 * |grad_x D(x)|^2 on reals, times the interval."""
@@ -460,6 +501,7 @@ class StyleGAN2Trainer:
             "rng": rng_state(self.gen),
             "iteration": self.iteration,
             "nimg": self.nimg,
+            **({"P": self.P.state_dict(), "opt_P": self.opt_P.state_dict()} if self.P is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -472,6 +514,11 @@ class StyleGAN2Trainer:
             group["lr"] = self.cfg.lr * ratio
         set_rng_state(self.gen, state["rng"])
         self.iteration, self.nimg = int(state["iteration"]), int(state["nimg"])
+        if self.P is not None and "P" in state:
+            self.P.load_state_dict(state["P"])
+            self.opt_P.load_state_dict(state["opt_P"])
+        elif self.P is not None:
+            log.info("the projected discriminator starts fresh (switched on at kimg %.2f)", self.nimg / 1000)
 
 
 def _optimise(opt: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
