@@ -29,6 +29,7 @@ SECTIONS = (
     "train",
     "frozen",
     "encoder",
+    "projector",
 )
 
 
@@ -46,7 +47,7 @@ def _model(a: argparse.Namespace) -> Path:
     return save_generator(G.eval(), Path(tempfile.mkdtemp()) / "tiny.safetensors")
 
 
-def _tables(section: str, G, model: Path, quick: bool):
+def _tables(section: str, G, model: Path, quick: bool, official_repo: Path | None = None):
     """The tables of one section, each measured when the iterator reaches it."""
     if section == "invert":
         yield invert_speed.run(
@@ -77,6 +78,10 @@ def _tables(section: str, G, model: Path, quick: bool):
         from bench import encoder_speed
 
         yield from encoder_speed.run(quick=quick, model=None if quick else model)
+    elif section == "projector":  # NVlabs' projector from a checkout, when given (else a "skipped" row)
+        from bench import projector_speed
+
+        yield projector_speed.run(official_repo, quick=quick)
     elif section == "scaling":
         tiny = dict(resolutions=(16, 32), batches=(1, 2), steps=2, cfg=dict(channel_base=128, channel_max=16))
         yield scaling.run(**tiny) if quick else scaling.run(cfg=_bundled_widths(G))
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, help="generator (default: the bundled one)")
     ap.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     ap.add_argument("--only", nargs="*", choices=SECTIONS, help="sections (default: all)")
+    ap.add_argument(
+        "--official-repo", type=Path, help="a stylegan2-ada-pytorch checkout: the projector section's peer"
+    )
     a = ap.parse_args(argv)
     from core.models.io import load_generator
 
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for section in SECTIONS:
         if a.only and section not in a.only:
             continue
-        for table in _tables(section, G, model, a.quick):
+        for table in _tables(section, G, model, a.quick, a.official_repo):
             text = table.markdown()
             print(text, flush=True)
             out.append(text)

@@ -55,3 +55,29 @@ def test_bench_quick_encoder_pass_quality_and_live_frames(capsys, monkeypatch):
     assert float(row.split("|")[3]) > 0
     live = next(r for r in out.splitlines() if r.startswith("| thread |"))
     assert int(live.split("|")[3]) > 0  # frames reached the result view while the stroke moved
+
+
+def test_the_projector_section_without_an_official_checkout_says_so(capsys):
+    assert main(["--quick", "--only", "projector"]) == 0
+    assert "skipped: pass --official-repo" in capsys.readouterr().out
+
+
+def test_the_vgg16_stand_in_scripts_like_nvlabs_traced_file():
+    """The stand-in for NVlabs' vgg16.pt (which the benchmark cannot download): TorchScript, called as
+    the projector calls it, one flat LPIPS feature vector per image whose squared distance is 0 for
+    the same image."""
+    import io
+
+    import torch
+
+    from bench.projector_speed import VGG16LPIPSStandIn
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(VGG16LPIPSStandIn().eval().requires_grad_(False)), buf)
+    buf.seek(0)
+    vgg = torch.jit.load(buf)
+    x = torch.rand(2, 3, 32, 32) * 255
+    f = vgg(x, resize_images=False, return_lpips=True)
+    assert f.shape == (2, 64 * 32 * 32 + 128 * 16 * 16 + 256 * 8 * 8 + 512 * 4 * 4 + 512 * 2 * 2)
+    assert float((f[0] - vgg(x[:1], resize_images=False, return_lpips=True)[0]).square().sum()) < 1e-8
+    assert float((f[0] - f[1]).square().sum()) > 0

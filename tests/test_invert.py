@@ -344,3 +344,38 @@ def test_a_class_label_on_an_unconditional_generator_is_refused(G):
         run_to_completion(
             invert(InvertParams(target=np.zeros((16, 16, 3), np.uint8), class_label=1, steps=1), G)
         )
+
+
+class SizeRecordingPerceptual(CountingPerceptual):
+    """Records the image and mask sizes the perceptual loss is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def prepare(self, target):
+        self.sizes.append(("target", tuple(target.shape[-2:])))
+        return super().prepare(target)
+
+    def forward(self, pred, feats, mask=None):
+        self.sizes.append(("pred", tuple(pred.shape[-2:]), None if mask is None else tuple(mask.shape[-2:])))
+        return super().forward(pred, feats, mask)
+
+
+@pytest.mark.parametrize(("size", "seen"), [(8, (8, 8)), (0, (16, 16)), (256, (16, 16))])
+def test_the_perceptual_loss_sees_images_downsampled_to_perceptual_size(G, size, seen):
+    """As NVlabs' projector (256 px): larger images, and the mask with them, are area-downsampled."""
+    perc = SizeRecordingPerceptual()
+    mask = np.zeros((G.resolution, G.resolution), np.float32)
+    mask[:, : G.resolution // 2] = 1
+    p = InvertParams(target=target_from(G), mask=mask, steps=2, perceptual_weight=1.0, perceptual_size=size)
+    run_to_completion(invert(p, G, perceptual_loss=perc))
+    assert perc.sizes[0] == ("target", seen) and perc.sizes[1] == ("pred", seen, seen)
+    from core.jobs.invert import perceptual_view
+
+    down = perceptual_view(torch.as_tensor(mask)[None, None], 8)  # area: the left half stays 1
+    assert torch.equal(down[0, 0, :, :4], torch.ones(8, 4)) and torch.equal(
+        down[0, 0, :, 4:], torch.zeros(8, 4)
+    )
+    with pytest.raises(JobError, match="perceptual_size"):
+        InvertParams(target=target_from(G), perceptual_size=-1)

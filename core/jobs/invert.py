@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
@@ -204,6 +205,16 @@ def _keep_best_starts(p: InvertParams, obj, latent: torch.Tensor, opt, state: di
     return latent, opt
 
 
+def perceptual_view(x: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """``x`` [N, C, H, W] (images or masks) as the perceptual loss sees it: area-downsampled to
+    ``size`` when larger (NVlabs' projector does this at 256 px), else unchanged; ``size`` 0: unchanged."""
+    if x is None or not size or max(x.shape[-2:]) <= size:
+        return x
+    h, w = x.shape[-2:]
+    k = size / max(h, w)
+    return F.interpolate(x, size=(max(1, round(h * k)), max(1, round(w * k))), mode="area")
+
+
 class _Objective:
     """The job's loss: ``l1_weight`` x masked L1 plus each weighted term, per sample [N]."""
 
@@ -218,8 +229,10 @@ class _Objective:
         self.target = image_to_tensor(p.target, G.resolution, device)  # [1 or N, 3, R, R]
         self.mask = mask_to_tensor(p.mask, G.resolution, device)  # [1 or N, 1, R, R] or None
         self.use_perc = p.perceptual_weight > 0
+        self.perc_mask = perceptual_view(self.mask, p.perceptual_size)
         with torch.no_grad():  # target features once per job, not every step
-            self.target_feats = perceptual_loss.prepare(self.target) if self.use_perc else None
+            view = perceptual_view(self.target, p.perceptual_size)
+            self.target_feats = perceptual_loss.prepare(view) if self.use_perc else None
         self.latent0 = initial_latent(G, p, device, encoder)
         self.stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
         self.weights = {
@@ -236,7 +249,8 @@ class _Objective:
         images = G.synthesis(ws)  # [N, 3, R, R]
         terms = {"l1": masked_l1(images, self.target, self.mask)}
         if self.use_perc:
-            terms["perceptual"] = self.perceptual(images, self.target_feats, self.mask)
+            view = perceptual_view(images, p.perceptual_size)
+            terms["perceptual"] = self.perceptual(view, self.target_feats, self.perc_mask)
         if p.l2_delta_weight > 0:
             terms["l2_delta"] = latent_l2(latent - self.latent0)
         if p.spread_weight > 0 and p.space is LatentSpace.W_PLUS:

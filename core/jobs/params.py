@@ -51,6 +51,10 @@ class InvertParams:
     encoder_jitter: float = 0.0  # init="encoder" with num_samples > 1: spread of the other starts
     l1_weight: float = 10.0  # seed: L1 weight 10
     perceptual_weight: float = 0.01  # seed: 0.01 on conv_5 features; 0 disables
+    # Images larger than this are area-downsampled to it before the perceptual loss (target, result
+    # and mask), as NVlabs' projector does at 256 (VGG was built for 224 px): at 1024 px it is most
+    # of the step's cost otherwise. 0: the loss sees the full size.
+    perceptual_size: int = 256
     l2_delta_weight: float = 0.0  # L2 on latent - initial latent
     # Staying on the image manifold (see core.jobs.invert): spread of the w+ layers around their
     # mean, and a W log-density proxy (squared W-normalised distance from the mean w), both /w_dim.
@@ -86,6 +90,8 @@ class InvertParams:
             raise JobError("an encoder gives w and w+ starts: pick the w or w+ space (or another init)")
         if self.encoder_jitter < 0:
             raise JobError(f"encoder_jitter must be >= 0, got {self.encoder_jitter}")
+        if self.perceptual_size < 0:
+            raise JobError(f"perceptual_size must be >= 0 (0: full size), got {self.perceptual_size}")
         if self.starts:
             if self.starts < self.num_samples:
                 raise JobError(f"starts ({self.starts}) must be at least num_samples ({self.num_samples})")
