@@ -74,6 +74,29 @@ def set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class ModelEmaState:
+    """``state_dict`` / ``load_state_dict`` of a trainer that holds ``model``, its ``ema`` copy, one
+    optimiser ``opt``, the counters ``nimg`` and ``steps`` and a random generator ``gen`` (the W prior's
+    and the encoder's trainers). The checkpoint's keys are part of the run format: resumes rely on them."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "nimg": self.nimg,
+            "steps": self.steps,
+            "rng": rng_state(self.gen),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.nimg, self.steps = int(state["nimg"]), int(state["steps"])
+        set_rng_state(self.gen, state["rng"])
+
+
 # --- files --------------------------------------------------------------------------------------
 
 

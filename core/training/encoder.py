@@ -49,6 +49,7 @@ from core.models.safe_load import sha256_file
 from core.training.common import (
     Budget,
     ImageBank,
+    ModelEmaState,
     _atomic,
     _save_npy,
     _session_facts,
@@ -59,9 +60,7 @@ from core.training.common import (
     load_checkpoint,
     pick_device,
     procedural_bank,
-    rng_state,
     seed_everything,
-    set_rng_state,
     setup_logging,
     train_loop,
     write_sidecar,
@@ -208,7 +207,7 @@ def synthetic_inputs(x: torch.Tensor, gen: torch.Generator, *, p_whole: float, p
 # --- the trainer ----------------------------------------------------------------------------------
 
 
-class EncoderTrainer:
+class EncoderTrainer(ModelEmaState):
     """The :class:`core.training.common.Trainer` of an encoder (``nimg`` counts training inputs)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, G, images: ImageBank, gen_bank, perceptual):
@@ -300,23 +299,6 @@ class EncoderTrainer:
         facts = json.loads(card.read_text()).get("training", {}) if card.is_file() else {}
         return {"file": path.name, "sha256": sha256_file(path), "kimg": facts.get("kimg"),
                 "minutes": facts.get("minutes"), "generator_sha256": old.generator_sha256}  # fmt: skip
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "nimg": self.nimg,
-            "steps": self.steps,
-            "rng": rng_state(self.gen),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.nimg, self.steps = int(state["nimg"]), int(state["steps"])
-        set_rng_state(self.gen, state["rng"])
 
 
 def encoder_config(cfg: TrainConfig, G) -> EncoderConfig:

@@ -38,15 +38,14 @@ from core.prior.samplers import sample_w
 from core.prior.wstats import load_wstats, wstats_from_generator, wstats_path_for
 from core.training.common import (
     Budget,
+    ModelEmaState,
     _session_facts,
     add_config_args,
     export_facts,
     generator_run,
     load_checkpoint,
     pick_device,
-    rng_state,
     seed_everything,
-    set_rng_state,
     setup_logging,
     train_loop,
     write_sidecar,
@@ -98,7 +97,7 @@ def load_stats(G, generator_path: Path):
     return wstats_from_generator(G)
 
 
-class WDiffusionTrainer:
+class WDiffusionTrainer(ModelEmaState):
     """The :class:`core.training.common.Trainer` of the W prior (``nimg`` counts latents)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, G, stats) -> None:
@@ -154,23 +153,6 @@ class WDiffusionTrainer:
         w = sample_w(self.ema, 32, sampler="ddim", steps=50, seed=0)
         ws = self.G.broadcast(w) if w.ndim == 2 else w
         return self.G.synthesis(ws)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "nimg": self.nimg,
-            "steps": self.steps,
-            "rng": rng_state(self.gen),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.nimg, self.steps = int(state["nimg"]), int(state["steps"])
-        set_rng_state(self.gen, state["rng"])
 
 
 # --- command line -------------------------------------------------------------------------------
