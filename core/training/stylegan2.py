@@ -459,7 +459,7 @@ class StyleGAN2Trainer:
         if self._fid_clip is None:
             try:
                 self._fid_clip = load_clip(device=self.device)
-            except ModelLoadError as e:
+            except (ModelLoadError, ImportError) as e:  # ImportError: no open_clip (a bare GPU box)
                 log.warning("no learning-curve point: %s", e)
                 return {}
         clip = self._fid_clip
