@@ -82,6 +82,7 @@ class InvertPanel(QWidget):
         self.optimizer = QComboBox()
         self.optimizer.addItems(["adam", "lbfgs"])
         self.steps = QSpinBox(minimum=1, maximum=5000, value=settings.panel("invert", "steps", 200))
+        self._steps_default = self.steps.value()
         self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
         self.l1 = QDoubleSpinBox(minimum=0.0, maximum=100.0, value=10.0)
         self.perc = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3, singleStep=0.01, value=0.01)
@@ -136,8 +137,8 @@ class InvertPanel(QWidget):
             self.space.setCurrentText(d["space"])
         self.init.setCurrentText(d["init"])
         self.jitter.setValue(d.get("encoder_jitter", 0.0))
-        if "steps" in d:
-            self.steps.setValue(d["steps"])
+        self.steps.setValue(d.get("steps", self._steps_default))  # a mode without its own: the panel's
+        self.lr.setValue(d.get("lr", 0.05))
         self.l1.setValue(d["l1_weight"])
         self.perc.setValue(d["perceptual_weight"])
         self.spread.setValue(d["spread_weight"])

@@ -43,6 +43,24 @@ def test_the_encoder_init_is_offered_and_chosen_when_the_model_has_one(window):
     assert "no encoder" in panel.init.toolTip()
 
 
+def test_the_scribble_mode_takes_the_encoder_defaults_and_other_modes_give_them_back(window):
+    """Steps and learning rate follow the mode (the encoder's short, gentle refinement for scribbles);
+    a mode without its own steps gets the panel's back, not the scribble mode's 20."""
+    from core.jobs.params import mode_defaults
+    from desktop.panels import MODE_KEYS
+
+    panel = window.invert_panel
+    scribble = mode_defaults("scribble", has_encoder=True)
+    panel.mode.setCurrentIndex(MODE_KEYS.index("scribble"))
+    assert (panel.steps.value(), panel.lr.value(), panel.space.currentText()) == (
+        scribble["steps"],
+        scribble["lr"],
+        scribble["space"],
+    )
+    panel.mode.setCurrentIndex(MODE_KEYS.index("invert"))
+    assert panel.steps.value() == panel._steps_default and panel.lr.value() == 0.05
+
+
 def test_live_frames_follow_the_stroke_then_a_refinement_runs(window, qtbot):
     sent = []
     real_submit = window.worker.submit

@@ -16,8 +16,8 @@ from core.types import LatentSpace
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
 _MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("spread", "spread_weight"),
                  ("perceptual_weight", "perceptual_weight"), ("starts", "starts"), ("steps", "steps"),
-                 ("encoder_jitter", "encoder_jitter"))  # fmt: skip
-_FALLBACK = {"steps": 500, "encoder_jitter": 0.0}  # where a mode sets nothing
+                 ("encoder_jitter", "encoder_jitter"), ("lr", "lr"))  # fmt: skip
+_FALLBACK = {"steps": 500, "encoder_jitter": 0.0, "lr": 0.05}  # where a mode sets nothing
 
 
 def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None, has_encoder: bool = False) -> None:
@@ -167,7 +167,7 @@ def add_parsers(sub) -> None:
                      help="init encoder, several --samples: W-std spread of the later starts")  # fmt: skip
     inv.add_argument("--steps", type=int, help="default: the mode's (500 without an encoder)")
     inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
-    inv.add_argument("--lr", type=float, default=0.05)
+    inv.add_argument("--lr", type=float, help="Adam step size (default: the mode's, else 0.05)")
     inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
     inv.add_argument("--perceptual-weight", type=float, help="default: the mode's")
     inv.add_argument(

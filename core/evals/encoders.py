@@ -135,8 +135,11 @@ def live_strip(G, encoder, out: Path, *, index: int = 3, frames: int = 8) -> Pat
         shown = np.where(rgba[..., 3:] > 0, rgba[..., :3], 200).astype(np.uint8)
         tiles_top.append(shown)
         tiles_bottom.append(r.images[0])
-    refined = run_to_completion(invert(scribble_params(full, init="encoder", steps=REFINE, space="w",
-                                                       perceptual_weight=0), G, encoder=encoder))  # fmt: skip
+    # the app's refinement when the stroke ends: the scribble mode's encoder defaults (no perceptual net here)
+    from core.jobs.params import mode_defaults
+
+    settings = {**mode_defaults("scribble", has_encoder=True), "perceptual_weight": 0.0}
+    refined = run_to_completion(invert(scribble_params(full, **settings), G, encoder=encoder))
     tiles_top.append(cat)
     tiles_bottom.append(refined.images[0])
     grid = np.concatenate([np.concatenate(tiles_top, 1), np.concatenate(tiles_bottom, 1)], 0)
@@ -232,7 +235,8 @@ def _inversion_lines(inv: dict) -> list[str]:
 
 
 def _sweep_lines(gen_card: dict) -> list[str]:
-    from core.jobs.params import MODE_DEFAULTS
+    from core.evals.inversion_quality import SWEEP_BASE
+    from core.jobs.params import MODE_DEFAULTS, mode_defaults
 
     sweep = gen_card.get("quality", {}).get("scribble_sweep")
     if not sweep:
@@ -252,16 +256,26 @@ def _sweep_lines(gen_card: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     default = MODE_DEFAULTS["scribble"]
+    with_encoder = mode_defaults("scribble", has_encoder=True)
     for name, r in sweep["rows"].items():
         s = r["settings"]
         is_default = (
             all(s.get(k) == v for k, v in default.items() if k in s) and s.get("init") == default["init"]
         )
+        is_encoder_default = all(s.get(k, SWEEP_BASE.get(k)) == v for k, v in with_encoder.items()
+                                 if k not in ("starts", "spread_weight") or k in s)  # fmt: skip
         if s.get("init") != "encoder" and not is_default and not name.startswith("before"):
             continue
         pe, ip = r["paint_error"], r["inpaint"]
+        mark = (
+            " (default without an encoder)"
+            if is_default
+            else " (**the default**)"
+            if is_encoder_default
+            else ""
+        )
         lines.append(
-            f"| {name}{' (default without an encoder)' if is_default else ''} | {pe['sparse']:.4f} / "
+            f"| {name}{mark} | {pe['sparse']:.4f} / "
             f"{pe['dense']:.4f} | {r['kid']:.3f} | {r['diversity']:.3f} | {r['seconds_per_job']} | "
             f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} |"
         )
@@ -271,7 +285,10 @@ def _sweep_lines(gen_card: dict) -> list[str]:
         names = " ".join(f'"{n}"' for n in ENCODER_ROWS)
         lines += ["", "**The sweep's encoder rows have not been measured yet**: run `python -m core.evals "
                   f"scribble-sweep --k 4 --write-card --only {names}`, then this command again."]  # fmt: skip
-    lines += ["", "All rows: `docs/models.md` (the same table with every setting tried).", ""]
+    lines += ["", "All rows: `docs/models.md` (the same table with every setting tried).", "",
+              "What the rows look like (each line: the scribble, then its 4 candidates; made by `python -m "
+              "core.evals sweep-figure --rows ...` with the rows named on it):", "",
+              "![candidates of five settings on three scribbles](images/scribble-settings.png)", ""]  # fmt: skip
     return lines
 
 
@@ -288,6 +305,16 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     gen_path = bundled_model(a.model)
     G = load_generator(gen_path)
     encoder = load_encoder_for(gen_path, G)
+    card_path = encoder_path_for(gen_path).with_suffix(".json")
+    if a.doc_only:  # the tables as measured; the strip shows today's refinement defaults
+        live_strip(G, encoder, Path(a.docs) / "images" / "encoder-live-strip.png")
+        card, gen_card = (json.loads(p.read_text()) for p in (card_path, gen_path.with_suffix(".json")))
+        print(
+            write_doc(
+                Path(a.docs) / "encoders.md", card, gen_card, command=card["quality"]["inversion"]["command"]
+            )
+        )
+        return 0
     perceptual = make_perceptual_loss("bundled")
     speed = pass_times(G, encoder)
     print("speed:", speed)
@@ -303,7 +330,6 @@ def cmd_encoders(a: argparse.Namespace) -> int:
         "losses": "L1 x10 + bundled perceptual x0.01", "optimizer": "adam, lr 0.05",
         "rows": table["rows"],
     }  # fmt: skip
-    card_path = encoder_path_for(gen_path).with_suffix(".json")
     write_quality(card_path, "inversion", inv)
     write_quality(card_path, "speed", {**speed, "command": command})
     docs = Path(a.docs)
@@ -322,4 +348,5 @@ def add_parsers(sub, common) -> None:
     e.add_argument("--steps", type=int, default=CARD_STEPS)
     e.add_argument("--docs", default="docs", help="where encoders.md and its images go")
     e.add_argument("--write-card", action="store_true", help="store the tables in the encoder card + docs")
+    e.add_argument("--doc-only", action="store_true", help="rewrite encoders.md and the strip from the cards")
     e.set_defaults(func=cmd_encoders)

@@ -216,6 +216,19 @@ SWEEP_SETTINGS = (
     ("encoder: w+, spread 0.7, 50 steps, w+ spread 1", dict(space="w+", init="encoder", encoder_jitter=0.7,
                                                            steps=50, spread_weight=1.0)),
     ("encoder: w, spread 1.0, 50 steps", dict(space="w", init="encoder", encoder_jitter=1.0, steps=50)),
+    # gentler refinements: a smaller step, balanced losses, the W log-density proxy as a term
+    ("encoder: w, spread 0.7, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=0.7,
+                                                      steps=20, lr=0.01)),
+    ("encoder: w, spread 0.7, 50 steps, L1 1 + perc 1, lr 0.01", dict(space="w", init="encoder",
+                                                                     encoder_jitter=0.7, steps=50, lr=0.01,
+                                                                     l1_weight=1.0, perceptual_weight=1.0)),
+    ("encoder: w, spread 0.7, 50 steps, L1 1 + perc 1, W prior 1", dict(space="w", init="encoder",
+                                                                       encoder_jitter=0.7, steps=50,
+                                                                       l1_weight=1.0, perceptual_weight=1.0,
+                                                                       w_prior_weight=1.0)),
+    ("encoder: w, spread 0.7, 50 steps, W prior 10, lr 0.02", dict(space="w", init="encoder",
+                                                                  encoder_jitter=0.7, steps=50, lr=0.02,
+                                                                  w_prior_weight=10.0)),
 )  # fmt: skip
 ENCODER_ROWS = tuple(name for name, cfg in SWEEP_SETTINGS if cfg.get("init") == "encoder")
 
@@ -511,6 +524,54 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_figure(G, rows: list[str], scribbles: dict, *, k: int, perceptual, encoder, out: Path) -> Path:
+    """A sheet for looking at the sweep: per scribble, a line per row (the scribble over grey, then the
+    row's ``k`` candidates, seeded as the table's), 2x upscaled, a white gap between scribbles."""
+    from PIL import Image, ImageDraw
+
+    settings = dict(SWEEP_SETTINGS)
+    unknown = [r for r in rows if r not in settings]
+    if unknown:
+        raise SystemExit(f"unknown sweep rows {unknown}; known: {list(settings)}")
+    all_names = list(load_scribbles())
+    lines: list[tuple[str, list[np.ndarray]]] = []
+    for name, rgba in scribbles.items():
+        alpha = rgba[..., 3:].astype(np.float32) / 255
+        shown = (rgba[..., :3] * alpha + 128 * (1 - alpha)).astype(np.uint8)
+        for row in rows:
+            cfg = (
+                {**SWEEP_BASE, **settings[row]}
+                if settings[row].get("job", "invert") == "invert"
+                else settings[row]
+            )
+            r = _scribble_job(G, rgba, cfg, k=k, seed=all_names.index(name), perceptual=perceptual,
+                              prior_model=None, encoder=encoder)  # fmt: skip
+            lines.append((f"{name}: {row}", [shown, *r.images]))
+    res, label_w, gap = G.resolution * 2, 260, 4
+    sheet = Image.new("RGB", (label_w + (k + 1) * (res + gap), len(lines) * (res + gap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (label, images) in enumerate(lines):
+        y = i * (res + gap)
+        draw.text((4, y + res // 2 - 6), label, fill="black")
+        for j, img in enumerate(images):
+            tile = Image.fromarray(np.ascontiguousarray(img)).resize((res, res), Image.NEAREST)
+            sheet.paste(tile, (label_w + j * (res + gap), y))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def cmd_sweep_figure(a: argparse.Namespace) -> int:
+    from core.losses import make_perceptual_loss
+
+    (G,) = _bundled_generators([a.model]).values()
+    scribbles = {n: v for n, v in load_scribbles().items() if n in a.scribbles}
+    out = sweep_figure(G, a.rows, scribbles, k=a.k, perceptual=make_perceptual_loss("bundled"),
+                       encoder=_bundled_encoder(a.model, G), out=Path(a.out))  # fmt: skip
+    print(out)
+    return 0
+
+
 def _card_quality(card: Path) -> dict:
     import json
 
@@ -555,6 +616,13 @@ def add_parsers(sub, common) -> None:
     w.add_argument("--only", nargs="*", help="setting names to run (default: all)")
     w.add_argument("--write-card", action="store_true", help="store the table in the model card")
     w.set_defaults(func=cmd_sweep)
+    f = sub.add_parser("sweep-figure", parents=[common], help="candidates of chosen sweep rows, as a PNG")
+    f.add_argument("--model", default="stylegan2-cats64.safetensors")
+    f.add_argument("--rows", nargs="+", required=True, help="sweep row names (scribble-sweep's)")
+    f.add_argument("--scribbles", nargs="+", default=["sparse-0", "dense-0", "dense-1"])
+    f.add_argument("--k", type=int, default=4)
+    f.add_argument("--out", default="docs/images/scribble-settings.png")
+    f.set_defaults(func=cmd_sweep_figure)
     m = sub.add_parser(
         "make-scribbles", parents=[common], help="rewrite tests/data/scribbles (deterministic)"
     )
