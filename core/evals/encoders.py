@@ -288,7 +288,7 @@ def _sweep_lines(gen_card: dict) -> list[str]:
     lines += ["", "All rows: `docs/models.md` (the same table with every setting tried).", "",
               "What the rows look like (each line: the scribble, then its 4 candidates; made by `python -m "
               "core.evals sweep-figure --rows ...` with the rows named on it):", "",
-              "![candidates of five settings, three scribbles](images/scribble-settings.png)", ""]  # fmt: skip
+              "![five settings, three scribbles](images/scribble-settings.png)", ""]  # fmt: skip
     return lines
 
 
