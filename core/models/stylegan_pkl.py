@@ -59,7 +59,10 @@ PLAIN = (NONE, bool, int, float, str)
 # SHA-256 of the network module sources NVlabs' code embeds in its pickles (dnnlib persistence stores
 # the defining module's source). Another source is code the official tools would run on loading.
 OFFICIAL_SOURCES = {
-    "df49fc78a0364015a09b592bb43546af83a6cdaad753d89a2a1a69bd6e171c24":
+    # As dnnlib embeds it: inspect.getsource drops the file's UTF-8 byte-order mark (the raw file's
+    # sha256, df49fc78..., never appears in a pickle; it was listed here by mistake until a pickle made
+    # by NVlabs' own code was loaded in bench/projector_speed.py and warned).
+    "53b4e1ec457171d4e2c1454d48013765ab626141c35cdd383b020950effe11a5":
         "stylegan2-ada-pytorch training/networks.py (375a436)",
     "b6f14e8fa2a95de4d38218fef31380c6a70de770f585107e209ff83075c307ef":
         "stylegan3 training/networks_stylegan2.py (583f2bd)",
