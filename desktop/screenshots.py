@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         "--live-shot", action="store_true", help="only app-encoder-live.png: a live encoder frame mid-stroke"
     )
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument(
+        "--steps", type=int, help="the Invert tab's steps (default: the mode's own, as a person gets)"
+    )
     ap.add_argument("--timeout", type=float, default=900)
     a = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
     if a.worker_shot:
-        worker_shot(a.out, a.steps, a.timeout)
+        worker_shot(a.out, a.steps or 200, a.timeout)
         return 0
     if a.live_shot:
         live_shot(a.out, a.timeout)
@@ -198,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     app, w = _open_window(a.out)
     run = _runner(app, w, a.out, a.timeout)
     _paint_scribble(w.canvas)
-    w.invert_panel.steps.setValue(a.steps)
+    if a.steps:
+        w.invert_panel.steps.setValue(a.steps)
+    w.invert_panel.samples.setValue(4)  # the grid a person asks for
     run(w.invert_panel, "invert")
     w.invert_panel.init.setCurrentText("random")
     w.invert_panel.seed.setValue(3)
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     run(w.invert_panel, "variations")
     w.prior_panel.task.setCurrentIndex(w.prior_panel.task.findData("clip"))
     w.prior_panel.prompt.setText("an orange tabby cat with green eyes on a blue background")
-    w.prior_panel.steps.setValue(max(a.steps // 4, 10))
+    w.prior_panel.steps.setValue(max((a.steps or 200) // 4, 10))
     run(w.prior_panel, "prior")
     w.sd_panel.prompt.setText("a white cat with blue eyes on a pink background")
     w.sd_panel.samples.setValue(4)

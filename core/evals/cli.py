@@ -44,27 +44,32 @@ def _clip_facts(clip_path: Path) -> dict:
 
 def cmd_realism(a: argparse.Namespace) -> int:
     from core.clip import bundled_clip_paths, load_clip
+    from core.evals.metrics import swd
     from core.models.io import load_generator
     from core.paths import bundled_model
 
     clip = load_clip(device=a.device)
     t0 = time.perf_counter()
-    eval_feats = clip_features(clip, procedural_batches(a.n, split="eval"))
-    train_feats = clip_features(clip, procedural_batches(a.n, split="train"))
-    rows = {"real eval vs real train": realism(train_feats, eval_feats, seed=a.seed)}
+    eval_imgs = torch.cat(list(procedural_batches(a.n, split="eval")))
+    train_imgs = torch.cat(list(procedural_batches(a.n, split="train")))
+    eval_feats = clip_features(clip, [eval_imgs])
+    rows = {"real eval vs real train": realism(clip_features(clip, [train_imgs]), eval_feats, seed=a.seed)}
+    rows["real eval vs real train"]["swd"] = swd(train_imgs, eval_imgs, seed=a.seed)
     for name in a.models:
         G = load_generator(bundled_model(name), device=a.device)
-        rows[name] = realism(
-            clip_features(clip, generator_batches(G, a.n, seed=a.seed)), eval_feats, seed=a.seed
-        )
+        imgs = torch.cat(list(generator_batches(G, a.n, seed=a.seed)))
+        rows[name] = {**realism(clip_features(clip, [imgs]), eval_feats, seed=a.seed),
+                      "swd": swd(imgs, eval_imgs, seed=a.seed)}  # fmt: skip
     print(f"realism on {clip.name} image embeddings, {a.n} vs {a.n} held-out procedural images")
-    print(f"{'':32s} {'KID':>10s} {'KID std':>10s} {'FID':>10s}")
+    print(f"{'':32s} {'KID':>10s} {'KID std':>10s} {'FID':>10s}  SWD x1e3 (64, 32, 16 px bands, 8 px)")
     for name, r in rows.items():
-        print(f"{name:32s} {r['kid']:10.5f} {r['kid_std']:10.5f} {r['fid']:10.4f}")
+        print(f"{name:32s} {r['kid']:10.5f} {r['kid_std']:10.5f} {r['fid']:10.4f}  {r['swd']}")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.write_cards:
         base = {
-            "metric": "KID (cubic kernel, 100 subsets of 1000) and FID on tiny-CLIP image embeddings",
+            "metric": "KID (cubic kernel, 100 subsets of 1000) and FID on tiny-CLIP image embeddings; "
+            "SWD: sliced Wasserstein distance of 7x7 pixel patches per Laplacian-pyramid level (x1e3; "
+            "no learned network)",
             "features": _clip_facts(bundled_clip_paths()[1]),
             "n": a.n,
             "reference": "procedural eval split, images 0..n-1",

@@ -45,16 +45,41 @@ def _training(name: str, card: dict) -> str:
 def realism_section(sg2: dict, dcgan: dict) -> list[str]:
     r, d = sg2["quality"]["realism"], dcgan["quality"]["realism"]
     base = r["real_vs_real"]
+    has_swd = "swd" in base
+
+    def swd(row: dict) -> list[str]:
+        return [" / ".join(f"{v:.0f}" for v in row["swd"]) if "swd" in row else "—"] if has_swd else []
+
+    head = [
+        "images",
+        "KID (± std over subsets)",
+        "FID",
+        *(["SWD x1e3: 64 / 32 / 16 px bands / 8 px"] if has_swd else []),
+    ]
     return [
         "## Generator realism",
         "",
         f"{r['metric']}, {r['n']} generated vs {r['n']} held-out real images. Command: `{r['command']}`.",
+        *(
+            [
+                "SWD reads pixels alone, so it checks the tiny-CLIP numbers with no network in between "
+                "(a generator trained against a discriminator on that network's features can lower its FID "
+                "without looking better: docs/training.md)."
+            ]
+            if has_swd
+            else []
+        ),  # fmt: skip
         "",
-        "| images | KID (± std over subsets) | FID |",
-        "|---|---|---|",
-        _row("real (eval) vs real (train): the floor", _pm(base, "kid", 4), f"{base['fid']:.2f}"),
-        _row("StyleGAN2 (ours)", _pm(r["model"], "kid", 3), f"{r['model']['fid']:.1f}"),
-        _row("DCGAN (the seed's vanilla GAN)", _pm(d["model"], "kid", 3), f"{d['model']['fid']:.1f}"),
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        _row("real (eval) vs real (train): the floor", _pm(base, "kid", 4), f"{base['fid']:.2f}", *swd(base)),
+        _row("StyleGAN2 (ours)", _pm(r["model"], "kid", 3), f"{r['model']['fid']:.1f}", *swd(r["model"])),
+        _row(
+            "DCGAN (the seed's vanilla GAN)",
+            _pm(d["model"], "kid", 3),
+            f"{d['model']['fid']:.1f}",
+            *swd(d["model"]),
+        ),  # fmt: skip
         "",
     ]
 
