@@ -230,3 +230,10 @@ def test_a_gpu_stint_writes_what_ships_and_resumes_from_its_parts(tmp_path):
     gpu_stint.main(["--out", str(tmp_path / "b"), "--resume-parts", str(tmp_path / "a"), *flags])
     second = json.loads((tmp_path / "b" / "progress.json").read_text())
     assert second["nimg"] > first["nimg"] and len(second["sessions"]) == 2
+
+
+def test_a_learning_curve_point_has_fid_and_the_pixel_swd(bank):
+    cfg = stylegan2.TrainConfig(**{**TINY_SG2, "fid_samples": 24})
+    point = stylegan2.StyleGAN2Trainer(cfg, torch.device("cpu"), bank).evaluate()
+    assert point["fid24"] > 0 and len(point["swd"]) == 2  # 16 px: two levels (the coarsest >= 8 px)
+    assert all(v > 0 for v in point["swd"])

@@ -190,10 +190,19 @@ def curve_section(sg2: dict) -> list[str]:
             "checkpoint (a smaller n than the table above, so slightly higher), against training kimg and "
             "CPU minutes (the total over all stints).",
             "",
-            "| kimg | minutes | FID |",
-            "|---|---|---|",
+            "| kimg | minutes | FID | SWD x1e3 (64 / 32 / 16 px bands / 8 px; from 2026-12-03) |",
+            "|---|---|---|---|",
         ]
-        lines += [_row(f"{p['kimg']:.1f}", f"{p['minutes']:.0f}", f"{p[key]:.1f}") for p in curve if key in p]
+        lines += [
+            _row(
+                f"{p['kimg']:.1f}",
+                f"{p['minutes']:.0f}",
+                f"{p[key]:.1f}",
+                " / ".join(f"{v:.0f}" for v in p["swd"]) if "swd" in p else "",
+            )  # fmt: skip
+            for p in curve
+            if key in p
+        ]
     return lines + [""]
 
 

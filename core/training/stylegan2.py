@@ -256,6 +256,7 @@ class StyleGAN2Trainer:
         if cfg.distill_kimg > 0 or cfg.adv_distill_weight > 0:
             self._setup_distillation(bank.cache_dir)
         self._fid_reference: torch.Tensor | None = None
+        self._ref_images: torch.Tensor | None = None  # the held-out cats of the curve (SWD)
         self._fid_clip = None
         self.P = self.opt_P = None
         if cfg.proj_weight > 0:
@@ -454,7 +455,7 @@ class StyleGAN2Trainer:
             return {}
         from core.clip import load_clip
         from core.errors import ModelLoadError
-        from core.evals.metrics import clip_features, fid, generator_batches, procedural_batches
+        from core.evals.metrics import clip_features, fid, generator_batches, procedural_batches, swd
 
         if self._fid_clip is None:
             try:
@@ -464,11 +465,17 @@ class StyleGAN2Trainer:
                 return {}
         clip = self._fid_clip
         if self._fid_reference is None:
-            self._fid_reference = clip_features(clip, procedural_batches(n, split="eval"))
+            self._ref_images = torch.cat(
+                list(procedural_batches(n, split="eval", resolution=self.cfg.resolution))
+            )
+            self._fid_reference = clip_features(clip, [self._ref_images])
         G = self.G_ema
         G.noise_mode = "const"
-        feats = clip_features(clip, generator_batches(G, n, seed=0))
-        return {f"fid{n}": round(fid(feats, self._fid_reference), 3)}
+        images = torch.cat(list(generator_batches(G, n, seed=0)))
+        feats = clip_features(clip, [images])
+        # SWD beside it: pixel statistics alone, which a discriminator on the tiny CLIP's features
+        # cannot game (docs/training.md, the projected-discriminator experiment)
+        return {f"fid{n}": round(fid(feats, self._fid_reference), 3), "swd": swd(images, self._ref_images)}
 
     def init_from(self, path: str | Path) -> dict[str, Any]:
         """Start G and G_ema from an exported generator (its card gives kimg and minutes so far)."""
