@@ -281,6 +281,7 @@ def test_a_sweep_row_runs_the_encoder_settings():
                        real=real, encoder=_trained_ish(G64))  # fmt: skip
     assert row["n_results"] == 6 and row["diversity"] > 0  # the spread starts differ
     assert row["inpaint"]["kept_psnr_min"] > 90
+    assert row["inpaint"]["diversity"] > 0  # the spread starts differ in the hole too
 
 
 def test_the_cli_starts_from_the_encoder_beside_the_model_by_default(G32, tmp_path):

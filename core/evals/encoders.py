@@ -252,8 +252,8 @@ def _sweep_lines(gen_card: dict) -> list[str]:
         f"least half the samples' ({g['diversity'] / 2:.3f}).",
         "",
         "| setting | paint error sparse / dense | KID | diversity | s per job | inpaint kept PSNR "
-        "| inpaint KID |",
-        "|---|---|---|---|---|---|---|",
+        "| inpaint KID | inpaint diversity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     default = MODE_DEFAULTS["scribble"]
     with_encoder = mode_defaults("scribble", has_encoder=True)
@@ -277,7 +277,8 @@ def _sweep_lines(gen_card: dict) -> list[str]:
         lines.append(
             f"| {name}{mark} | {pe['sparse']:.4f} / "
             f"{pe['dense']:.4f} | {r['kid']:.3f} | {r['diversity']:.3f} | {r['seconds_per_job']} | "
-            f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} |"
+            f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} | "
+            + (f"{ip['diversity']:.3f} |" if "diversity" in ip else "— |")
         )
     if not any(r["settings"].get("init") == "encoder" for r in sweep["rows"].values()):
         from core.evals.inversion_quality import ENCODER_ROWS

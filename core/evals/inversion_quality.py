@@ -216,6 +216,9 @@ SWEEP_SETTINGS = (
     ("encoder: w+, spread 0.7, 50 steps, w+ spread 1", dict(space="w+", init="encoder", encoder_jitter=0.7,
                                                            steps=50, spread_weight=1.0)),
     ("encoder: w, spread 1.0, 50 steps", dict(space="w", init="encoder", encoder_jitter=1.0, steps=50)),
+    # inpainting with the encoder as the app runs it (w+, 200 steps), without and with spread candidates
+    ("encoder: w+, 200 steps", dict(space="w+", init="encoder", steps=200)),
+    ("encoder: w+, spread 0.7, 200 steps", dict(space="w+", init="encoder", encoder_jitter=0.7, steps=200)),
     # gentler refinements: a smaller step, balanced losses, the W log-density proxy as a term
     ("encoder: w, spread 0.7, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=0.7,
                                                       steps=20, lr=0.01)),
@@ -331,6 +334,34 @@ def _inpaint_jobs(
     return targets, holes, np.stack(filled)
 
 
+def _inpaint_diversity(
+    G, cfg: dict, *, k: int, perceptual, prior_model, encoder=None, cats: int = 4
+) -> float:
+    """Mean pairwise perceptual distance between the ``k`` candidates a person gets for one hole
+    (the first ``cats`` held-out cats; the kept pixels are pasted back, so only the holes differ)."""
+    from core.jobs.invert import inpaint_params, invert
+    from core.jobs.runner import run_to_completion
+
+    targets, holes = held_out_images(cats), inpaint_holes(cats)
+    spreads = []
+    for i, (t, h) in enumerate(zip(targets, holes, strict=True)):
+        if cfg.get("job", "invert") == "invert":
+            inp = {k_: v for k_, v in cfg.items() if k_ not in ("starts", "start_steps", "job")}
+            p = inpaint_params(t, h, num_samples=k, seed=i, preview_every=max(cfg["steps"], 1), **inp)
+            images = run_to_completion(invert(p, G, perceptual_loss=perceptual, encoder=encoder)).images
+        else:
+            from core.jobs.params import ProjectionParams
+            from core.jobs.projection import project
+
+            p = ProjectionParams(task="inpaint", target=t, mask=1.0 - h, num_samples=k, seed=i,
+                                 preview_every=cfg["steps"], **_projection_settings(cfg))  # fmt: skip
+            images = run_to_completion(
+                project(p, G, perceptual_loss=perceptual, prior_model=prior_model)
+            ).images
+        spreads.append(_pairwise(perceptual, images))
+    return float(np.mean(spreads))
+
+
 def sweep_row(
     G, scribbles: dict, settings: dict, *, k: int, perceptual, clip, real, prior_model=None, encoder=None
 ) -> dict:
@@ -368,7 +399,9 @@ def sweep_row(
         "seconds_per_job": round(float(np.median(seconds)), 2),
         "inpaint": {"kept_psnr_min": round(min(kept_psnr), 2), "kid": round(kid_i, 4),
                     "precision": round(knn_precision(real, fill_feats), 4),
-                    "kid_std": round(kid_i_std, 4), "n": len(filled)},
+                    "kid_std": round(kid_i_std, 4), "n": len(filled),
+                    "diversity": round(_inpaint_diversity(G, cfg, k=k, perceptual=perceptual,
+                                                          prior_model=prior_model, encoder=encoder), 4)},
     }  # fmt: skip
 
 

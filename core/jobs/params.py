@@ -37,7 +37,10 @@ ENCODER_DEFAULTS: dict[str, dict] = {
     "scribble": dict(
         init="encoder", space="w", encoder_jitter=0.7, steps=20, lr=0.01, starts=0, spread_weight=0.0
     ),
-    "inpaint": dict(init="encoder"),
+    # Inpainting: the candidates spread around the encoder's answer, or all four come out the same;
+    # the sweep's "encoder: w+, spread 0.7, 200 steps" kept every pixel outside the hole (148 dB) at the
+    # same fill KID (-0.146) as spread 0, with candidates that differ (inpaint diversity 0.012 vs 0).
+    "inpaint": dict(init="encoder", encoder_jitter=0.7),
 }
 
 
