@@ -173,6 +173,8 @@ def swd(a: torch.Tensor, b: torch.Tensor, *, levels: int = 4, patches: int = 16,
         a, b: images [N, 3, H, W] in [-1, 1], the same size (N may differ).
         levels: at most this many (fewer for small images: the coarsest stays >= 8 px).
     """
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"swd compares images of one size, got {list(a.shape[1:])} and {list(b.shape[1:])}")
     gen = torch.Generator().manual_seed(seed)
     levels = max(1, min(levels, int(math.log2(max(min(a.shape[-2:]) // 8, 1))) + 1))  # coarsest >= 8 px
     pa, pb = _laplacian_pyramid(a.float(), levels), _laplacian_pyramid(b.float(), levels)

@@ -465,9 +465,8 @@ class StyleGAN2Trainer:
                 return {}
         clip = self._fid_clip
         if self._fid_reference is None:
-            self._ref_images = torch.cat(
-                list(procedural_batches(n, split="eval", resolution=self.cfg.resolution))
-            )
+            res = self.G_ema.resolution  # the images it is compared with, pixel for pixel (SWD)
+            self._ref_images = torch.cat(list(procedural_batches(n, split="eval", resolution=res)))
             self._fid_reference = clip_features(clip, [self._ref_images])
         G = self.G_ema
         G.noise_mode = "const"
