@@ -320,3 +320,22 @@ def test_change_records_a_setting_change_for_the_resumed_run(G32, tmp_path):
     progress = tr.train(["--out", run, "--resume", "--kimg", "0.032"])
     assert progress["config"]["lr"] == 1e-4
     assert progress["config_changes"][-1] == {"kimg": 0.016, "changes": {"lr": 1e-4}, "why": "anneal"}
+
+
+def test_the_sweep_figure_draws_a_line_per_scribble_and_row(tmp_path):
+    from PIL import Image
+
+    from core.evals import inversion_quality as iq
+    from core.losses import make_perceptual_loss
+
+    G64 = tiny_stylegan(resolution=64)
+    scribbles = {k: v for k, v in iq.load_scribbles().items() if k in ("sparse-0", "dense-1")}
+    rows = ["encoder: w, spread 0.7, no steps", "encoder: w, spread 0.7, 20 steps, lr 0.01"]
+    out = iq.sweep_figure(G64, rows, scribbles, k=2, perceptual=make_perceptual_loss("bundled"),
+                          encoder=_trained_ish(G64), out=tmp_path / "fig.png")  # fmt: skip
+    w, h = Image.open(out).size
+    assert h == 4 * (128 + 4) and w == 260 + 3 * (128 + 4)  # 2 scribbles x 2 rows; scribble + 2 candidates
+    with pytest.raises(SystemExit, match="unknown sweep rows"):
+        iq.sweep_figure(
+            G64, ["no such row"], scribbles, k=2, perceptual=None, encoder=None, out=tmp_path / "x.png"
+        )
