@@ -222,6 +222,12 @@ SWEEP_SETTINGS = (
     # gentler refinements: a smaller step, balanced losses, the W log-density proxy as a term
     ("encoder: w, spread 0.7, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=0.7,
                                                       steps=20, lr=0.01)),
+    ("encoder: w, spread 1.0, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=1.0,
+                                                      steps=20, lr=0.01)),
+    ("encoder: w, spread 1.0, 10 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=1.0,
+                                                      steps=10, lr=0.01)),
+    ("encoder: w, spread 1.3, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_jitter=1.3,
+                                                      steps=20, lr=0.01)),
     ("encoder: w, spread 0.7, 50 steps, L1 1 + perc 1, lr 0.01", dict(space="w", init="encoder",
                                                                      encoder_jitter=0.7, steps=50, lr=0.01,
                                                                      l1_weight=1.0, perceptual_weight=1.0)),
