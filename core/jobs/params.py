@@ -26,16 +26,18 @@ INVERT_INITS = ("mean", "random", "latent", "encoder")
 
 
 # Where the loaded generator has an encoder (core.encoder), each mode starts from it instead; measured in
-# docs/encoders.md and the sweep in docs/models.md. Scribbles: the sweep's row "encoder: w, spread 0.7,
-# 20 steps, lr 0.01" (encoder answer, candidates spread 0.7 W-std around it, 20 small steps in W) gave
-# KID 0.59 where the multi-start default without an encoder gives 1.75 (samples: 0.12), 0.15 diversity,
-# 2 s a job; it follows the paint less closely (error 0.11 / 0.14 against 0.014 / 0.058): the
-# candidates keep the painted colours as regions of a cat rather than reproducing every stroke
-# (docs/images/scribble-settings.png). Longer refinements at lr 0.05 (50 steps) turned back into blobs.
+# docs/encoders.md and the sweep in docs/models.md. Scribbles: the sweep's row "encoder: w, spread 1.0,
+# 20 steps, lr 0.01" (the encoder's answer first, the other candidates spread 1 W-std around it, then 20
+# small steps in W) gave KID 0.52 where the multi-start default without an encoder gives 1.75 (samples:
+# 0.12) and diversity 0.27 (more than half the samples' 0.48), 2 s a job; it follows the paint less
+# closely (error 0.12 / 0.16 against 0.014 / 0.058): the candidates keep the painted colours as regions
+# of a cat rather than reproducing every stroke, and the spread ones may stray from sparse paint
+# (docs/images/scribble-settings.png). Spread 0.7 gave KID 0.59 and diversity 0.16; 50 steps at lr 0.05
+# turned back into blobs.
 ENCODER_DEFAULTS: dict[str, dict] = {
     "invert": dict(init="encoder"),
     "scribble": dict(
-        init="encoder", space="w", encoder_jitter=0.7, steps=20, lr=0.01, starts=0, spread_weight=0.0
+        init="encoder", space="w", encoder_jitter=1.0, steps=20, lr=0.01, starts=0, spread_weight=0.0
     ),
     # Inpainting: the candidates spread around the encoder's answer, or all four come out the same;
     # the sweep's "encoder: w+, spread 0.7, 200 steps" kept every pixel outside the hole (148 dB) at the
