@@ -48,17 +48,23 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Latent Canvas")
+    # The window lives inside the qasync loop, so the worker connection (an asyncio task on this
+    # thread, desktop.worker.ProcessWorker) starts on a running loop.
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = MainWindow(a.model or bundled_model(DEFAULT_GENERATOR), worker=_make_worker(a))
-    if a.image:
-        window.open_image(a.image)
-    if a.smoke_screenshot:
-        _smoke(window, a.smoke_screenshot)
-    window.show()
-    app.aboutToQuit.connect(window.worker.stop)
+
+    async def run() -> None:
+        window = MainWindow(a.model or bundled_model(DEFAULT_GENERATOR), worker=_make_worker(a))
+        if a.image:
+            window.open_image(a.image)
+        if a.smoke_screenshot:
+            _smoke(window, a.smoke_screenshot)
+        window.show()
+        app.aboutToQuit.connect(lambda: window.worker.stop())  # the worker in use at the time
+        await _until_quit(app)
+
     with loop:
-        loop.run_until_complete(_until_quit(app))
+        loop.run_until_complete(run())
     return 0
 
 

@@ -33,3 +33,14 @@ def G():
 @pytest.fixture
 def dcgan():
     return tiny_dcgan()
+
+
+@pytest.fixture(autouse=True)
+def _release_qt_asyncio_loop():
+    """A test that connected a ProcessWorker started an asyncio loop on Qt's (desktop.event_loop);
+    take it down afterwards so that the next test's asyncio.run works."""
+    yield
+    import sys
+
+    if "desktop.event_loop" in sys.modules:
+        sys.modules["desktop.event_loop"].release()

@@ -213,24 +213,25 @@ class ServerThread:
 
 
 class Inbox:
+    """Events of one client, read by its ``run()`` task on the test's asyncio loop."""
+
     def __init__(self):
         self.got: list[WorkerMessage] = []
-        self.closed: list[str] = []
-        self.cond = threading.Condition()
+        self.reader: asyncio.Task | None = None
 
     def __call__(self, msg):
-        with self.cond:
-            self.got.append(msg)
-            self.cond.notify_all()
+        self.got.append(msg)
 
-    def wait(self, test, timeout=60.0):
+    async def wait(self, test, timeout=60.0):
         deadline = time.monotonic() + timeout
-        with self.cond:
-            while not (found := [m for m in self.got if test(m)]):
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out; got {[(m.kind, m.job_id) for m in self.got]}"
-                self.cond.wait(left)
+        while not (found := [m for m in self.got if test(m)]):
+            assert time.monotonic() < deadline, f"timed out; got {[(m.kind, m.job_id) for m in self.got]}"
+            await asyncio.sleep(0.005)
         return found[0]
+
+
+def run(coro, timeout=120.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture
@@ -245,92 +246,108 @@ def server():
     s.close()
 
 
-def connect(server, token="s3cret"):
+async def connect(server, token="s3cret"):
     inbox = Inbox()
-    client = WorkerClient(server.url, token=token, on_message=inbox, on_closed=inbox.closed.append)
-    client.connect()
+    client = WorkerClient(server.url, token=token, on_message=inbox)
+    await client.connect()
+    inbox.reader = asyncio.create_task(client.run())
     return client, inbox
 
 
 def test_a_job_over_the_connection_equals_the_job_in_process(server, model_path, G):
-    client, inbox = connect(server)
-    assert "cpu" in client.capabilities["devices"] and "invert" in client.capabilities["jobs"]
-    client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
-    info = inbox.wait(lambda m: m.job_id == 1).payload
-    assert info["resolution"] == 16 and info["samples"].shape == (4, 16, 16, 3)
-    p = InvertParams(target=TARGET, steps=6, preview_every=2, perceptual_weight=0, num_samples=2, seed=3)
-    client.submit(JobRequest(2, "invert", p))
-    result = inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.RESULT).payload
-    previews = [m for m in inbox.got if m.job_id == 2 and m.kind is MsgKind.PROGRESS]
+    async def body():
+        client, inbox = await connect(server)
+        assert "cpu" in client.capabilities["devices"] and "invert" in client.capabilities["jobs"]
+        client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+        info = (await inbox.wait(lambda m: m.job_id == 1)).payload
+        assert info["resolution"] == 16 and info["samples"].shape == (4, 16, 16, 3)
+        p = InvertParams(target=TARGET, steps=6, preview_every=2, perceptual_weight=0, num_samples=2, seed=3)
+        client.submit(JobRequest(2, "invert", p))
+        result = (await inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.RESULT)).payload
+        await client.close()
+        assert "closed" in await inbox.reader  # run() ends with the reason once the connection closes
+        return p, result, [m for m in inbox.got if m.job_id == 2 and m.kind is MsgKind.PROGRESS]
+
+    p, result, previews = run(body())
     assert [m.payload.step for m in previews] == [2, 4, 6]
     local = run_to_completion(invert(p, tiny_stylegan()))
     assert np.array_equal(result.images, local.images) and np.allclose(result.latent, local.latent, atol=1e-6)
-    client.close()
 
 
 def test_errors_carry_a_kind_and_the_worker_serves_on(server, tmp_path, model_path):
-    client, inbox = connect(server)
-    client.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=2, perceptual_weight=0)))
-    err = inbox.wait(lambda m: m.job_id == 1)
-    assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.JOB and "no model" in err.payload
-    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
-    client.submit(JobRequest(2, "load_model", LoadModelRequest(str(tmp_path / "bad.safetensors"))))
-    err = inbox.wait(lambda m: m.job_id == 2)
-    assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.MODEL
-    client._send(b"LCW\x01garbage")  # a malformed frame: a protocol error back, the connection lives
-    err = inbox.wait(lambda m: m.error_kind is ErrorKind.PROTOCOL)
-    client.submit(JobRequest(3, "load_model", LoadModelRequest(str(model_path))))
-    assert inbox.wait(lambda m: m.job_id == 3).kind is MsgKind.MODEL_LOADED
-    client.close()
+    async def body():
+        client, inbox = await connect(server)
+        client.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=2, perceptual_weight=0)))
+        err = await inbox.wait(lambda m: m.job_id == 1)
+        assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.JOB and "no model" in err.payload
+        (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+        client.submit(JobRequest(2, "load_model", LoadModelRequest(str(tmp_path / "bad.safetensors"))))
+        err = await inbox.wait(lambda m: m.job_id == 2)
+        assert err.kind is MsgKind.ERROR and err.error_kind is ErrorKind.MODEL
+        client.send(b"LCW\x01garbage")  # a malformed frame: a protocol error back, the connection lives
+        await inbox.wait(lambda m: m.error_kind is ErrorKind.PROTOCOL)
+        client.submit(JobRequest(3, "load_model", LoadModelRequest(str(model_path))))
+        assert (await inbox.wait(lambda m: m.job_id == 3)).kind is MsgKind.MODEL_LOADED
+        await client.close()
+
+    run(body())
 
 
 def test_a_client_without_the_token_gets_401_and_nothing_runs(server, caplog):
-    for token in (None, "wrong"):
-        with pytest.raises(WorkerConnectionError, match="401"):
-            connect(server, token=token)
+    async def body():
+        for token in (None, "wrong"):
+            with pytest.raises(WorkerConnectionError, match="401"):
+                await connect(server, token=token)
+
+    run(body())
     assert server.server.engine.running is None and server.server._owners == {}
     assert any("401" in r.getMessage() for r in caplog.records)
 
 
 def test_a_client_that_goes_away_has_its_job_cancelled_and_the_next_client_is_served(server, model_path):
-    a, inbox_a = connect(server)
-    a.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
-    inbox_a.wait(lambda m: m.job_id == 1)
-    a.submit(JobRequest(2, "invert", InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)))
-    inbox_a.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
-    engine = server.server.engine
-    a.close()
-    deadline = time.monotonic() + 10
-    while engine.running is not None:  # cancelled within a step, not after a million
-        assert time.monotonic() < deadline, "the job of the client that left kept running"
-        time.sleep(0.01)
-    b, inbox_b = connect(server)
-    b.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=3, perceptual_weight=0)))
-    assert (
-        inbox_b.wait(lambda m: m.job_id == 1 and m.kind in (MsgKind.RESULT, MsgKind.ERROR)).kind
-        is MsgKind.RESULT
-    )
-    b.close()
+    async def body():
+        a, inbox_a = await connect(server)
+        a.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+        await inbox_a.wait(lambda m: m.job_id == 1)
+        a.submit(JobRequest(2, "invert", InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)))
+        await inbox_a.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
+        engine = server.server.engine
+        await a.close()
+        deadline = time.monotonic() + 10
+        while engine.running is not None:  # cancelled within a step, not after a million
+            assert time.monotonic() < deadline, "the job of the client that left kept running"
+            await asyncio.sleep(0.01)
+        b, inbox_b = await connect(server)
+        b.submit(JobRequest(1, "invert", InvertParams(target=TARGET, steps=3, perceptual_weight=0)))
+        done = await inbox_b.wait(lambda m: m.job_id == 1 and m.kind in (MsgKind.RESULT, MsgKind.ERROR))
+        assert done.kind is MsgKind.RESULT
+        await b.close()
+
+    run(body())
 
 
 def test_live_requests_supersede_live_jobs_and_queued_jobs_wait_their_turn(server, model_path):
-    client, inbox = connect(server)
-    client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
-    inbox.wait(lambda m: m.job_id == 1)
-    long = InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)
-    short = InvertParams(target=TARGET, steps=3, perceptual_weight=0)
-    client.submit(JobRequest(2, "invert", long, live=True))
-    inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
-    client.submit(JobRequest(3, "invert", short, live=True))  # supersedes 2
-    assert inbox.wait(lambda m: m.job_id == 2 and m.kind is not MsgKind.STARTED).kind is MsgKind.CANCELLED
-    assert inbox.wait(lambda m: m.job_id == 3 and m.kind is MsgKind.RESULT)
-    client.submit(JobRequest(4, "invert", InvertParams(target=TARGET, steps=40, perceptual_weight=0)))
-    client.submit(JobRequest(5, "invert", short))  # queued behind 4: both run, in order
-    assert inbox.wait(lambda m: m.job_id == 5 and m.kind is MsgKind.RESULT)
-    done = [m.job_id for m in inbox.got if m.kind is MsgKind.RESULT]
-    assert done[-2:] == [4, 5]
-    client.cancel()
-    client.close()
+    async def body():
+        client, inbox = await connect(server)
+        client.submit(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+        await inbox.wait(lambda m: m.job_id == 1)
+        long = InvertParams(target=TARGET, steps=1_000_000, perceptual_weight=0)
+        short = InvertParams(target=TARGET, steps=3, perceptual_weight=0)
+        client.submit(JobRequest(2, "invert", long, live=True))
+        await inbox.wait(lambda m: m.job_id == 2 and m.kind is MsgKind.STARTED)
+        client.submit(JobRequest(3, "invert", short, live=True))  # supersedes 2
+        superseded = await inbox.wait(lambda m: m.job_id == 2 and m.kind is not MsgKind.STARTED)
+        assert superseded.kind is MsgKind.CANCELLED
+        assert await inbox.wait(lambda m: m.job_id == 3 and m.kind is MsgKind.RESULT)
+        client.submit(JobRequest(4, "invert", InvertParams(target=TARGET, steps=40, perceptual_weight=0)))
+        client.submit(JobRequest(5, "invert", short))  # queued behind 4: both run, in order
+        assert await inbox.wait(lambda m: m.job_id == 5 and m.kind is MsgKind.RESULT)
+        done = [m.job_id for m in inbox.got if m.kind is MsgKind.RESULT]
+        assert done[-2:] == [4, 5]
+        client.cancel()
+        await client.close()
+
+    run(body())
 
 
 def test_the_request_queue_keeps_order_and_only_the_newest_live_request():

@@ -1,7 +1,13 @@
-"""The app's side of a worker connection, and starting a local worker process (no Qt here)."""
+"""The app's side of a worker connection, and starting a local worker process (no Qt here).
+
+The connection is asyncio (``websockets.asyncio.client``): the desktop app runs it on the qasync loop
+that shares the GUI thread, so events reach the window without a reader thread or a cross-thread
+signal; scripts and tests run it on any asyncio loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -14,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
 
 from core.errors import LatentCanvasError
 from core.worker import protocol
@@ -30,70 +36,63 @@ class WorkerConnectionError(LatentCanvasError):
 
 
 class WorkerClient:
-    """One connection: :meth:`submit` / :meth:`cancel` from any thread; events arrive on a reader
-    thread through ``on_message``; ``on_closed(reason)`` once when the connection ends."""
+    """One connection, on one asyncio loop: ``await connect()``, then ``await run()`` reads events
+    (each passed to ``on_message``, on the loop's thread) until the connection ends and returns why.
+    :meth:`submit` and :meth:`cancel` are plain calls from the loop's thread; their frames are sent in
+    the order they were made."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None,
-        on_message: Callable[[WorkerMessage], None],
-        on_closed: Callable[[str], None] | None = None,
-    ):
+    def __init__(self, url: str, *, token: str | None, on_message: Callable[[WorkerMessage], None]):
         self.url, self._token = url, token
-        self._on_message, self._on_closed = on_message, on_closed
-        self._ws = None
+        self._on_message = on_message
+        self._ws: ClientConnection | None = None
+        self._outbox: asyncio.Queue[bytes] | None = None
         self.capabilities: dict[str, Any] = {}
-        self._closing = False
 
-    def connect(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def connect(self, timeout: float = 10.0) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
         try:
-            opened = connect(
+            self._ws = await connect(
                 self.url,
                 additional_headers=headers,
                 max_size=protocol.MAX_MESSAGE_BYTES,
                 compression=None,
                 open_timeout=timeout,
             )
-            # Entered by hand, not in a with-block: the connection outlives this call (close() ends it).
-            self._ws = opened.__enter__()
-            self.capabilities = protocol.read_hello(self._ws.recv(timeout=timeout))
+            hello = await asyncio.wait_for(self._ws.recv(), timeout)
+            self.capabilities = protocol.read_hello(hello)
         except InvalidStatus as e:
             code = e.response.status_code
             why = "HTTP 401: the worker wants its token" if code == 401 else f"HTTP {code}"
             raise WorkerConnectionError(f"{self.url} refused the connection ({why})") from None
         except protocol.ProtocolError as e:
+            await self.close()
             raise WorkerConnectionError(f"{self.url} is not a compatible worker: {e}") from None
         except (OSError, TimeoutError, ConnectionClosed) as e:
+            await self.close()
             raise WorkerConnectionError(f"cannot reach the worker at {self.url}: {e}") from None
-        threading.Thread(target=self._read, name="worker-client", daemon=True).start()
+        self._outbox = asyncio.Queue()
         return self.capabilities
 
     def submit(self, req: JobRequest) -> None:
-        self._send(protocol.submit(req))
+        self.send(protocol.submit(req))
 
     def cancel(self) -> None:
-        self._send(protocol.cancel())
+        self.send(protocol.cancel())
 
-    def close(self) -> None:
-        self._closing = True
-        if self._ws is not None:
-            self._ws.close()
-
-    def _send(self, frame: bytes) -> None:
-        if self._ws is None:
+    def send(self, frame: bytes) -> None:
+        """Queue one frame (in order; :meth:`run` sends it)."""
+        if self._outbox is None:
             raise WorkerConnectionError("not connected to a worker")
-        try:
-            self._ws.send(frame)
-        except ConnectionClosed:
-            pass  # the reader thread reports the closed connection
+        self._outbox.put_nowait(frame)
 
-    def _read(self) -> None:
+    async def run(self) -> str:
+        """Send queued frames and read events until the connection ends; returns the reason."""
+        if self._ws is None or self._outbox is None:
+            raise WorkerConnectionError("not connected to a worker")
+        writer = asyncio.create_task(self._write())
         reason = "the connection closed"
         try:
-            for frame in self._ws:
+            async for frame in self._ws:
                 try:
                     msg = protocol.read_event(frame)
                 except protocol.ProtocolError as e:
@@ -104,8 +103,21 @@ class WorkerClient:
             reason = f"the connection closed ({e})"
         except OSError as e:
             reason = f"the connection failed ({e})"
-        if self._on_closed is not None and not self._closing:
-            self._on_closed(reason)
+        finally:
+            writer.cancel()
+        return reason
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._outbox.get()
+            try:
+                await self._ws.send(frame)
+            except ConnectionClosed:
+                return  # run() reports the closed connection
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
 
 
 class LocalWorker:
