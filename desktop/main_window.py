@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QIcon, QKeySequence, QPixmap
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -23,8 +23,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListView,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -38,7 +36,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.document import HistoryEntry, entry_from_result
-from desktop.canvas import Canvas, ImageView, Layer, Tool, qimage_from_rgb
+from desktop.canvas import Canvas, ImageView, Layer, Tool
+from desktop.history import HistoryStrip
 from desktop.job_queue import JobQueue
 from desktop.panels import InterpolatePanel, InvertPanel, PriorPanel, SDPanel, set_classes
 from desktop.session import SessionMixin
@@ -50,6 +49,7 @@ from desktop.worker import (
     LoadModelRequest,
     MsgKind,
     SDEditRequest,
+    UnloadModelRequest,
     Worker,
     WorkerMessage,
 )
@@ -79,7 +79,6 @@ class MainWindow(SessionMixin, QMainWindow):
         self._load_id = 0
         self._last_progress = None  # the running job's latest Progress (for Accept / Branch)
         self._accept_requested = False
-        self.history_entries: list[HistoryEntry] = []
         self.worker = worker or Worker()
         self.worker.message.connect(self.on_message)
         self.worker_label = QLabel(self.worker.description)
@@ -112,24 +111,14 @@ class MainWindow(SessionMixin, QMainWindow):
         views = QSplitter()
         views.addWidget(self.canvas)
         views.addWidget(self.result_view)
-        self.history = QListWidget()
-        self.history.setViewMode(QListWidget.ViewMode.IconMode)
-        self.history.setFlow(QListWidget.Flow.LeftToRight)
-        self.history.setWrapping(False)
-        self.history.setIconSize(QSize(64, 64))
-        self.history.setFixedHeight(104)
-        self.history.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.history.itemClicked.connect(self._show_history_item)
-        self.history.itemSelectionChanged.connect(self._history_selection_changed)
-        self.history.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
-        for label, slot in (
-            ("Use as base image", self.use_result_as_base),
-            ("Branch from this (warm start)", self.branch_from_selected),
-            ("Show parameters", self._show_params),
-        ):
-            act = QAction(label, self.history)
-            act.triggered.connect(slot)
-            self.history.addAction(act)
+        self.history = HistoryStrip()
+        self.history.shown.connect(self._show_entry)
+        self.history.ends_changed.connect(
+            lambda ends: self.interp_panel.set_ends([self.history.label_of(e) for e in ends])
+        )
+        self.history.add_action("Use as base image", self.use_result_as_base)
+        self.history.add_action("Branch from this (warm start)", self.branch_from_selected)
+        self.history.add_action("Show parameters", self._show_params)
         centre = QVBoxLayout()
         centre.addWidget(views, 1)
         centre.addWidget(self.history)
@@ -265,6 +254,7 @@ class MainWindow(SessionMixin, QMainWindow):
         overlay.setCheckable(True)
         model = mb.addMenu("&Model")
         self._add(model, "Open model…", self.open_model)
+        self._add(model, "Free memory (unload Stable Diffusion, CLIP, priors)", self.free_memory)
 
     def _add(self, menu, label, slot, shortcut=None) -> QAction:
         act = QAction(label, self)
@@ -398,6 +388,12 @@ class MainWindow(SessionMixin, QMainWindow):
         self.worker.submit(
             JobRequest(self._load_id, "load_model", LoadModelRequest(str(path))), supersede=False
         )
+
+    def free_memory(self) -> None:
+        """Model ▸ Free memory: the worker drops its cached pipelines (a GPU box's VRAM); the generator
+        stays loaded, and what was dropped loads again when a job needs it."""
+        req = JobRequest(next(self._ids), "unload_model", UnloadModelRequest("resources"))
+        self.worker.submit(req, supersede=False)
 
     def _model_failed(self, message: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Warning, "Cannot load model", message, parent=self)
@@ -568,6 +564,9 @@ class MainWindow(SessionMixin, QMainWindow):
                 self._model_loaded(msg.payload)
             case MsgKind.WORKER_LOST:
                 self._worker_lost(msg.payload)
+            case MsgKind.MODEL_UNLOADED:
+                freed = msg.payload["freed"]
+                self.statusBar().showMessage(f"freed {len(freed)} cached model(s) on the worker", 8000)
             case MsgKind.ERROR if msg.job_id == self._load_id:
                 self._model_failed(msg.payload)
             case MsgKind.ERROR:
@@ -651,22 +650,18 @@ class MainWindow(SessionMixin, QMainWindow):
         loss = ", ".join(f"{k} {v:.4f}" for k, v in ev.losses.items())
         self.step_label.setText(f"step {ev.step}/{ev.total}\n{loss}")
 
+    @property
+    def history_entries(self) -> list[HistoryEntry]:
+        return self.history.entries
+
     def add_result(self, entry: HistoryEntry) -> None:
-        self.history_entries.append(entry)
-        index = len(self.history_entries)
-        item = QListWidgetItem(entry.label(index))
-        item.setIcon(QIcon(QPixmap.fromImage(qimage_from_rgb(entry.image).scaled(64, 64))))
-        item.setData(Qt.ItemDataRole.UserRole, index - 1)
-        item.setToolTip(_describe_params(entry))
-        self.history.addItem(item)
-        self.history.setCurrentItem(item)
-        self.result_view.set_batch(entry.images, entry.selected)
-        self.canvas.set_result(entry.image)
+        index = self.history.add(entry, tooltip=_describe_params(entry))
+        self._show_entry(entry)
         steps = len(entry.losses)
         self.step_label.setText(f"done, {steps} steps" if steps else "done")
         self._mark_dirty()
         self.autosave()
-        self.result_added.emit(index - 1)
+        self.result_added.emit(index)
 
     def _pick_sample(self, i: int) -> None:
         entry = self._selected_entry()
@@ -675,21 +670,14 @@ class MainWindow(SessionMixin, QMainWindow):
             self.canvas.set_result(entry.image)
 
     def _selected_entries(self) -> list[HistoryEntry]:
-        rows = sorted(self.history.row(it) for it in self.history.selectedItems())
-        return [self.history_entries[r] for r in rows]
+        return self.history.selected_entries()
 
     def _selected_entry(self) -> HistoryEntry | None:
-        item = self.history.currentItem()
-        return None if item is None else self.history_entries[item.data(Qt.ItemDataRole.UserRole)]
+        return self.history.current_entry()
 
-    def _show_history_item(self, item: QListWidgetItem) -> None:
-        entry = self.history_entries[item.data(Qt.ItemDataRole.UserRole)]
+    def _show_entry(self, entry: HistoryEntry) -> None:
         self.result_view.set_batch(entry.images, entry.selected)
         self.canvas.set_result(entry.image)
-
-    def _history_selection_changed(self) -> None:
-        ends = [e for e in self._selected_entries() if e.ws is not None]
-        self.interp_panel.set_ends([e.label(self.history_entries.index(e) + 1) for e in ends])
 
     def use_result_as_base(self) -> None:
         entry = self._selected_entry()

@@ -92,8 +92,7 @@ class SessionMixin:
         self.canvas.set_layer_rgba(Layer.SCRIBBLE, project.scribble)
         self.canvas.set_layer_rgba(Layer.MASK, _mask_rgba(project.mask))
         self.canvas.undo_stack.clear()
-        self.history.clear()
-        self.history_entries = []
+        self.history.clear_entries()
         for entry in project.history:
             self.add_result(entry)
         self._dirty = self._unsaved = False

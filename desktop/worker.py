@@ -27,13 +27,14 @@ from core.worker.messages import (
     LoadModelRequest,
     MsgKind,
     SDEditRequest,
+    UnloadModelRequest,
     WorkerMessage,
 )
 from desktop.event_loop import qt_loop
 
 __all__ = [
     "START_TRUNCATION", "ErrorKind", "InterpolateFrameRequest", "JobRequest", "LoadModelRequest", "MsgKind",
-    "ProcessWorker", "SDEditRequest", "Worker", "WorkerMessage",
+    "ProcessWorker", "SDEditRequest", "UnloadModelRequest", "Worker", "WorkerMessage",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)

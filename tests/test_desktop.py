@@ -653,3 +653,17 @@ def test_a_models_load_warning_is_shown_to_the_person(window, monkeypatch):
     assert shown and "not NVlabs' official source" in shown[0]
     window._model_loaded(dict(window.model_info, warnings=[]))
     assert len(shown) == 1
+
+
+def test_model_free_memory_drops_the_workers_cached_models_and_jobs_run_on(window, qtbot):
+    w = window
+    w.worker.engine._resources[("clip", "cpu")] = object()  # as a CLIP guidance job leaves it
+    act = next(a for a in w.menuBar().actions() if a.text() == "&Model")
+    free = next(a for a in act.menu().actions() if a.text().startswith("Free memory"))
+    free.trigger()
+    qtbot.waitUntil(lambda: "freed 1 cached model" in w.statusBar().currentMessage(), timeout=10_000)
+    assert w.worker.engine._resources == {} and w.worker.engine.models()["generator"] is not None
+    w.invert_panel.steps.setValue(2)
+    w.canvas.stroke([(2, 2), (14, 14)])
+    w.run_job()
+    _wait_result(w, qtbot)

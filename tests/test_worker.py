@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.errors import JobError
 from core.jobs.events import Progress
 from core.jobs.invert import invert
 from core.jobs.params import InvertParams, ProjectionParams, SDEditParams
@@ -25,6 +26,7 @@ from core.worker.messages import (
     LoadModelRequest,
     MsgKind,
     SDEditRequest,
+    UnloadModelRequest,
     WorkerMessage,
 )
 from core.worker.server import WorkerServer, is_loopback
@@ -42,6 +44,7 @@ def requests():
         JobRequest(3, "project", ProjectionParams(task="clip", prompt="an orange cat", prior="cluster")),
         JobRequest(4, "sdedit", SDEditRequest(SDEditParams(guide=TARGET, prompt="cat", size=(24, 16)), "x")),
         JobRequest(5, "interpolate_frame", InterpolateFrameRequest([np.ones((4, 8), np.float32)] * 2, "w+", 1)),  # noqa: E501
+        JobRequest(6, "unload_model", UnloadModelRequest("all")),
     ]  # fmt: skip
 
 
@@ -348,6 +351,29 @@ def test_live_requests_supersede_live_jobs_and_queued_jobs_wait_their_turn(serve
         await client.close()
 
     run(body())
+
+
+def test_unload_frees_what_was_asked_and_the_hello_lists_the_models(model_path):
+    from core.worker.engine import Engine
+
+    with pytest.raises(JobError, match="unload what"):
+        UnloadModelRequest("everything")
+    got = []
+    engine = Engine(got.append)
+    engine.handle(JobRequest(1, "load_model", LoadModelRequest(str(model_path))))
+    engine._resources[("clip", "cpu")] = object()  # as a CLIP job leaves it
+    models = engine.capabilities()["models"]
+    assert models["generator"] == str(model_path) and models["resources"] == ["('clip', 'cpu')"]
+    assert all(isinstance(p, str) for p in models["available"])
+    engine.handle(JobRequest(2, "unload_model", UnloadModelRequest("resources")))
+    assert got[-1].kind is MsgKind.MODEL_UNLOADED and got[-1].payload["freed"] == ["('clip', 'cpu')"]
+    assert engine._resources == {} and got[-1].payload["models"]["generator"] == str(model_path)
+    engine.handle(JobRequest(3, "invert", InvertParams(target=TARGET, steps=1, perceptual_weight=0)))
+    assert got[-1].kind is MsgKind.RESULT  # the generator stayed
+    engine.handle(JobRequest(4, "unload_model", UnloadModelRequest("all")))
+    assert got[-1].payload["freed"] == [str(model_path)] and engine.models()["generator"] is None
+    engine.handle(JobRequest(5, "invert", InvertParams(target=TARGET, steps=1, perceptual_weight=0)))
+    assert got[-1].kind is MsgKind.ERROR and "no model" in got[-1].payload
 
 
 def test_the_request_queue_keeps_order_and_only_the_newest_live_request():

@@ -87,7 +87,22 @@ class Engine:
         devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             devices.append("mps")
-        return {"devices": devices, "jobs": sorted(_HANDLERS), "torch": str(torch.__version__)}
+        return {
+            "devices": devices,
+            "jobs": sorted(_HANDLERS),
+            "torch": str(torch.__version__),
+            "models": self.models(),
+        }
+
+    def models(self) -> dict[str, Any]:
+        """What is loaded, and the generator files this machine has (paths on the worker's machine)."""
+        from core.models.manager import generator_files
+
+        return {
+            "generator": str(self._model_path) if self._generator is not None else None,
+            "resources": sorted(str(k) for k in list(self._resources)),
+            "available": [str(p) for p in generator_files()],
+        }
 
     # --- the engine's thread ---
     def serve(self, requests: RequestQueue) -> None:
@@ -162,6 +177,18 @@ class Engine:
             **encoder_info,  # "encoder": its file name or None, "encoder_note": why there is none
         }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
+
+    def _unload_model(self, req: JobRequest) -> None:
+        what, freed = req.params.what, []
+        if what in ("all", "generator") and self._generator is not None:
+            freed.append(str(self._model_path))
+            self._generator = self._encoder = self._perceptual = None
+            self._model_path = None
+        if what in ("all", "resources"):
+            freed += sorted(str(k) for k in self._resources)
+            self._resources.clear()
+        _free_memory()
+        self._emit(MsgKind.MODEL_UNLOADED, req.job_id, {"freed": freed, "models": self.models()})
 
     def _perceptual_for(self, weight: float):
         if weight <= 0:
@@ -265,6 +292,7 @@ class Engine:
 
 _HANDLERS = {
     "load_model": "_load_model",
+    "unload_model": "_unload_model",
     "invert": "_run_invert",
     "project": "_run_project",
     "sdedit": "_run_sdedit",

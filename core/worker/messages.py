@@ -20,6 +20,7 @@ class MsgKind(enum.Enum):
     CANCELLED = "cancelled"  # payload: the partial result, or None
     ERROR = "error"  # payload: str, a message for the person (WorkerMessage.error_kind says what failed)
     WORKER_LOST = "worker_lost"  # payload: str; the worker process stopped (the app restarts it)
+    MODEL_UNLOADED = "model_unloaded"  # payload: dict(freed=[what was unloaded], models=capabilities' models)
 
 
 class ErrorKind(enum.Enum):
@@ -44,6 +45,21 @@ class LoadModelRequest:
     device: str = "cpu"
 
 
+UNLOAD_WHAT = ("all", "generator", "resources")
+
+
+@dataclass(frozen=True)
+class UnloadModelRequest:
+    """Free memory on the worker (a GPU box's VRAM): the generator (with its encoder and perceptual
+    loss), the cached resources (Stable Diffusion pipelines, CLIP, priors), or both."""
+
+    what: str = "resources"
+
+    def __post_init__(self) -> None:
+        if self.what not in UNLOAD_WHAT:
+            raise JobError(f"unload what? {self.what!r}; one of {', '.join(UNLOAD_WHAT)}")
+
+
 @dataclass(frozen=True)
 class SDEditRequest:
     params: SDEditParams
@@ -60,6 +76,7 @@ class InterpolateFrameRequest:
 
 REQUEST_TYPES: dict[str, type] = {
     "load_model": LoadModelRequest,
+    "unload_model": UnloadModelRequest,
     "invert": InvertParams,
     "project": ProjectionParams,
     "sdedit": SDEditRequest,

@@ -41,6 +41,7 @@ from core.worker.messages import (
     LoadModelRequest,
     MsgKind,
     SDEditRequest,
+    UnloadModelRequest,
     WorkerMessage,
 )
 
@@ -55,14 +56,16 @@ DTYPES = ("uint8", "float32", "float64", "int64", "int32", "bool")
 TYPES: dict[str, type] = {
     t.__name__: t
     for t in (
-        InvertParams, ProjectionParams, SDEditParams, LoadModelRequest, SDEditRequest,
+        InvertParams, ProjectionParams, SDEditParams, LoadModelRequest, UnloadModelRequest, SDEditRequest,
         InterpolateFrameRequest, JobRequest, Progress, InvertResult, ProjectionResult, SDEditResult,
     )
 }  # fmt: skip
 ENUMS: dict[str, type[enum.Enum]] = {e.__name__: e for e in (LatentSpace, MsgKind, ErrorKind)}
 
 # Message types. Client -> worker: submit {request}, cancel {}. Worker -> client: hello {version,
-# capabilities}, event {message}, protocol_error {error}.
+# capabilities: devices, jobs, torch, models (the loaded generator and resources, the generator files
+# on the worker's machine)}, event {message}, protocol_error {error}. Loading and unloading models are
+# requests like the jobs (load_model, unload_model), answered MODEL_LOADED / MODEL_UNLOADED.
 CLIENT_TYPES = ("submit", "cancel")
 WORKER_TYPES = ("hello", "event", "protocol_error")
 
