@@ -10,6 +10,7 @@ class LatentSpace(enum.StrEnum):
     Z = "z"  # input noise, [N, z_dim]
     W = "w"  # one intermediate latent shared by every layer, [N, w_dim]
     W_PLUS = "w+"  # one intermediate latent per synthesis layer, [N, num_ws, w_dim]
+    S = "s"  # Style space: every modulated layer's affine output in a row, [N, s_dim] (StyleGAN2 only)
 
 
 DENOISE_SOLVERS = ("auto", "sequential", "picard")  # the W prior's ways to run its K updates

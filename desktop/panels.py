@@ -71,7 +71,7 @@ class InvertPanel(QWidget):
         self.mode = QComboBox()
         self.mode.addItems(INVERT_MODES)
         self.space = QComboBox()
-        self.space.addItems(["w+", "w", "z"])
+        self.space.addItems(["w+", "w", "z", "s"])
         self.init = QComboBox(
             toolTip="Where the latent starts: the mean, random draws, or the generator's "
             "encoder (one pass from your image or paint; offered when the model has one)"
@@ -159,7 +159,7 @@ class InvertPanel(QWidget):
     def set_spaces(self, spaces: list[str]) -> None:
         current = self.space.currentText()
         self.space.clear()
-        self.space.addItems([s for s in ("w+", "w", "z") if s in spaces])
+        self.space.addItems([s for s in ("w+", "w", "z", "s") if s in spaces])
         if current in spaces:
             self.space.setCurrentText(current)
 
@@ -255,7 +255,7 @@ class PriorPanel(QWidget):
         self.prior = QComboBox()
         self.prior.addItems(PRIORS)
         self.space = QComboBox()
-        self.space.addItems(["w", "w+"])
+        self.space.addItems(["w", "w+", "s"])
         self.steps = QSpinBox(minimum=1, maximum=2000, value=settings.panel("project", "steps", 50))
         # The job's own defaults: the ones docs/prior.md measured.
         d = ProjectionParams.__dataclass_fields__

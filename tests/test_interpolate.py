@@ -40,6 +40,8 @@ def test_interpolator_endpoints_equal_inputs(G):
         else:
             ws_a, ws_b = (G.broadcast(G.mapping(torch.randn(1, G.z_dim))) for _ in range(2))
             a, b = ws_a[0], ws_b[0]
+            if space is LatentSpace.S:  # the same images from their styles
+                a, b = G.styles(ws_a)[0], G.styles(ws_b)[0]
         it = Interpolator(G, [a, b], space)
         np.testing.assert_array_equal(it.image_at(0.0), to_uint8(G.synthesis(ws_a))[0])
         np.testing.assert_array_equal(it.image_at(1.0), to_uint8(G.synthesis(ws_b))[0])

@@ -33,9 +33,13 @@ def test_each_space_reduces_loss(G, space, init):
         LatentSpace.Z: (n, G.z_dim),
         LatentSpace.W: (n, G.w_dim),
         LatentSpace.W_PLUS: (n, G.num_ws, G.w_dim),
+        LatentSpace.S: (n, G.s_dim),
     }
     assert res.latent.shape == shape[space]
-    assert res.ws.shape == (n, G.num_ws, G.w_dim)
+    if space is LatentSpace.S:  # below the affine layers: no ws
+        assert res.ws is None
+    else:
+        assert res.ws.shape == (n, G.num_ws, G.w_dim)
     assert res.images.shape == (n, G.resolution, G.resolution, 3) and res.images.dtype == np.uint8
 
 

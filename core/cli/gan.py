@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core.cli.common import format_losses, held, load_generator_arg, progress_bar, read_target, save_run
+from core.errors import JobError
 from core.types import LatentSpace
 
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
@@ -123,7 +124,9 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
     files = [load_latent(p) for p in a.latents]
     spaces = {f.space for f in files}
-    # Mixed spaces meet in w+, which every latent can be expressed in.
+    if len(spaces) > 1 and LatentSpace.S in spaces:
+        raise JobError("a Style-space (s) latent interpolates only with other s latents (it has no ws)")
+    # Mixed spaces meet in w+, which every z, w and w+ latent can be expressed in.
     space, lats = (
         (files[0].space, [f.latent[0] for f in files])
         if len(spaces) == 1

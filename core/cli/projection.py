@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from core.jobs.params import DENOISE_SOLVERS, INITS, PRIORS, TASKS, ProjectionParams
-from core.paths import BUNDLED_PRIOR, bundled_model
+from core.paths import bundled_prior
 from core.types import LatentSpace
 
 log = logging.getLogger("latent_canvas.cli")
@@ -35,7 +35,12 @@ def add_parser(sub) -> None:
     pr.add_argument("--hole", action="store_true", help="the mask marks the hole to fill instead")
     pr.add_argument("--scribble", action="store_true", help="image is an RGBA scribble; alpha = mask")
     pr.add_argument("--prior", choices=PRIORS, default=d.prior)
-    pr.add_argument("--space", choices=["w", "w+"], default=LatentSpace(d.space).value)
+    pr.add_argument(
+        "--space",
+        choices=["w", "w+", "s"],
+        default=LatentSpace(d.space).value,
+        help="s: Style space (StyleGAN2)",
+    )
     pr.add_argument("--samples", type=int, default=d.num_samples, help="latents optimised together")
     pr.add_argument("--steps", type=int, default=d.steps, help="task steps (task-guided: reverse steps)")
     pr.add_argument("--lr", type=float, default=d.lr)
@@ -64,7 +69,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--clip-weights", help="weights file for --clip")
     pr.add_argument("--seed", type=int, default=d.seed)
     pr.add_argument("--model", help="generator file (.safetensors or StyleGAN2-ADA .pkl)")
-    pr.add_argument("--prior-model", help="W diffusion prior (default: the bundled one)")
+    pr.add_argument("--prior-model", help="diffusion prior (default: the bundled one of --space)")
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=cmd_project)
 
@@ -83,7 +88,7 @@ def _resources(a: argparse.Namespace, G, model_path: Path):
 
     model = None
     if a.prior in ("diffusion", "task-guided") or a.prior_model:
-        path = Path(a.prior_model) if a.prior_model else bundled_model(BUNDLED_PRIOR)
+        path = Path(a.prior_model) if a.prior_model else bundled_prior(a.space)
         model = held(("prior", str(path), a.device), lambda: load_wdiffusion(path, device=a.device))
     stats_path = wstats_path_for(model_path)
     wstats = load_wstats(stats_path) if a.prior in ("mean", "cluster") and stats_path.is_file() else None
@@ -155,9 +160,7 @@ def cmd_project(a: argparse.Namespace) -> int:
     run_info = {
         "command": "project",
         "model": str(model_path),
-        "prior_model": str(a.prior_model or bundled_model(BUNDLED_PRIOR))
-        if prior_model is not None
-        else None,
+        "prior_model": str(a.prior_model or bundled_prior(a.space)) if prior_model is not None else None,
         "clip": getattr(clip, "name", None),
         "perceptual": perc_kind,
         "seconds": round(elapsed, 3),

@@ -31,7 +31,7 @@ from core.jobs.projection import project
 from core.jobs.runner import run_to_completion
 from core.models.io import load_generator
 from core.models.safe_load import sha256_file
-from core.paths import BUNDLED_PRIOR, DEFAULT_GENERATOR, bundled_model
+from core.paths import BUNDLED_PRIOR, BUNDLED_S_PRIOR, DEFAULT_GENERATOR, bundled_model
 from core.prior.model import load_wdiffusion, read_wdiffusion_metadata
 from core.prior.wstats import load_wstats, wstats_path_for
 
@@ -46,6 +46,16 @@ CLAIMS = {
     "diffusion": "realistic and diverse",
     "task-guided": "(proposed future work; no result in the seed)",
 }
+# The seed ran inpainting in Style space (its second diffusion model); its figures 15-18, in words.
+CLAIMS_S = {
+    "none": "matches the kept region, but 'a mess' in the hole",
+    "mean": "like an overlay of the mean latent and the target, with more colour distortion",
+    "cluster": "(not run in the seed)",
+    "diffusion": "colour saturation, but more realistic content in the hole than no prior",
+    "task-guided": "(proposed future work; no result in the seed)",
+}
+STYLE_TASK = "inpaint-s"  # the Style-space inpainting table's key (and docs/images/prior-inpaint-s.png)
+TITLES = {STYLE_TASK: "inpaint in Style space (the seed's setting for this task)"}
 # Extra rows beside the five priors: stronger penalties, the seed's noise level, our guidance form.
 ABLATIONS = {
     "mean, weight 10": {"prior": "mean", "prior_weight": 10.0},
@@ -185,8 +195,11 @@ def _facts(cfg: EvalConfig, gen_path: Path, prior_path: Path, clip, perc_kind: s
     }
 
 
-def _task_tables(cfg: EvalConfig, G, clip, perc, model, wstats, base: ProjectionParams, ref_feats) -> dict:
-    """Per task: one row per prior and ablation, and the verdicts on them."""
+def _task_tables(
+    cfg: EvalConfig, G, clip, perc, model, wstats, base: ProjectionParams, ref_feats, s_model=None
+) -> dict:
+    """Per task: one row per prior and ablation, and the verdicts on them; with a Style-space prior
+    (``s_model``), inpainting again in Style space."""
     tasks = {}
     for task in EVAL_TASKS:
         rows = {}
@@ -196,6 +209,17 @@ def _task_tables(cfg: EvalConfig, G, clip, perc, model, wstats, base: Projection
             params = replace(base, task=task, **overrides)
             rows[label] = run_cell(G, clip, perc, model, wstats, params, ref_feats)
         tasks[task] = {"rows": rows, "verdicts": verdicts(rows)}
+    if s_model is not None:
+        rows = {}
+        variants = {
+            **{prior: {"prior": prior} for prior in PRIORS},
+            "diffusion, 10% noise": ABLATIONS["diffusion, 10% noise"],
+        }
+        for label, overrides in variants.items():
+            log.info("task inpaint in Style space, %s", label)
+            params = replace(base, task="inpaint", space="s", **overrides)
+            rows[label] = run_cell(G, clip, perc, s_model, None, params, ref_feats)
+        tasks[STYLE_TASK] = {"rows": rows, "verdicts": verdicts(rows)}
     return tasks
 
 
@@ -232,7 +256,12 @@ def evaluate(cfg: EvalConfig, *, device: str = "cpu", clip_name: str | None = No
         seed=cfg.seed,
         preview_every=cfg.steps,
     )
-    tasks = _task_tables(cfg, G, clip, perc, model, wstats, base, ref_feats)
+    s_path = bundled_model(BUNDLED_S_PRIOR)
+    s_model = load_wdiffusion(s_path, device=device) if s_path.is_file() else None
+    if s_model is not None:
+        facts["s_prior"], facts["s_prior_sha256"] = s_path.name, sha256_file(s_path)
+        facts["s_dim"], facts["w_dim"] = G.s_dim, G.w_dim
+    tasks = _task_tables(cfg, G, clip, perc, model, wstats, base, ref_feats, s_model)
     ref = reference_row(G, clip, model, ref_feats, cfg.n, cfg.seed)
     facts["seconds"] = round(time.perf_counter() - started, 1)
     return {
@@ -395,9 +424,11 @@ def _projection_lines(res: dict, img_rel: Path) -> list[str]:
         "",
     ]
     for task, t in res["tasks"].items():
+        claims = CLAIMS_S if task == STYLE_TASK else CLAIMS
+        lines += [f"### {TITLES.get(task, task)}", ""]
+        if task == STYLE_TASK:
+            lines += _style_intro(res["facts"])
         lines += [
-            f"### {task}",
-            "",
             "| prior | task loss | KID | saturation | diversity | log-density | s | seed's claim "
             "| measured |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -407,13 +438,15 @@ def _projection_lines(res: dict, img_rel: Path) -> list[str]:
                 f"| {prior} | {_f(r['task_loss'])} ± {_f(r['task_loss_std'])} | "
                 f"{_f(r['kid'])} ± {_f(r['kid_std'])} | "
                 f"{_f(r['saturation'])} | {_f(r['diversity'])} | {_f(r['log_density'])} | "
-                f"{r['seconds']:.0f} | {CLAIMS.get(prior, '(ablation)')} | {t['verdicts'].get(prior, '')} |"
+                f"{r['seconds']:.0f} | {claims.get(prior, '(ablation)')} | {t['verdicts'].get(prior, '')} |"
             )
         lines += [
             f"| *mapping samples, no task* | - | {_f(ref['kid'])} | {_f(ref['saturation'])} | "
             f"{_f(ref['diversity'])} | {_f(ref['log_density'])} | - | | |",
             "",
         ]
+        if task == STYLE_TASK and "inpaint" in res["tasks"]:
+            lines += _style_vs_w(t["rows"], res["tasks"]["inpaint"]["rows"])
         lines += [
             f"![{task}: one row per prior, in the table's order]({img_rel}/prior-{task}.png)",
             "",
@@ -421,6 +454,38 @@ def _projection_lines(res: dict, img_rel: Path) -> list[str]:
             "",
         ]
     return lines
+
+
+def _style_intro(f: dict) -> list[str]:
+    """What the Style-space table is (its latent size, its priors)."""
+    return [
+        "The same inpainting as above, optimising the Style-space latent s (every modulated",
+        f"layer's affine output: {f.get('s_dim', '?')} numbers here, against w's {f.get('w_dim', '?')})",
+        "with priors in S: the mean and k-means centres of 10k samples' styles, and the Style-space",
+        f"diffusion prior `{f.get('s_prior')}` (sha256 `{str(f.get('s_prior_sha256'))[:12]}`: the W",
+        "prior's recipe on styles). Its log-density column is the S prior's: not comparable with the",
+        "W tables'.",
+        "",
+    ]
+
+
+def _style_vs_w(s_rows: dict, w_rows: dict) -> list[str]:
+    """The same priors in S and in W, side by side."""
+    lines = [
+        "The same priors in S and in W (the table above this one), side by side (the mapping row's",
+        "log-density is the W prior's):",
+        "",
+        "| prior | task loss S / W | KID S / W | diversity S / W |",
+        "|---|---|---|---|",
+    ]
+    for prior, r in s_rows.items():
+        if prior in w_rows:
+            w = w_rows[prior]
+            lines.append(
+                f"| {prior} | {_f(r['task_loss'])} / {_f(w['task_loss'])} | {_f(r['kid'])} / "
+                f"{_f(w['kid'])} | {_f(r['diversity'])} / {_f(w['diversity'])} |"
+            )
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:

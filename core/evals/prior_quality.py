@@ -58,9 +58,12 @@ def denoising_errors(model: WDenoiser, x0: torch.Tensor, fit: torch.Tensor, *, s
 @torch.no_grad()
 def w_quality(G, model: WDenoiser, *, n: int = 2048, seed: int = 12345, steps: int = 50) -> dict:
     """The W-space numbers of a model card (see the module docstring); seeded, CPU-friendly."""
-    w_a, w_b, w_fit = (G.sample_w(n, seed=seed + i).float().cpu() for i in range(3))
+    w_a, w_b, w_fit = (mapping_latents(G, model, n, seed + i).float().cpu() for i in range(3))
     x_a, x_b, x_fit = (model.normalize(_rows(model, w)) for w in (w_a, w_b, w_fit))
-    gauss = torch.distributions.MultivariateNormal(x_fit.mean(0).double(), torch.cov(x_fit.double().T))
+    cov = torch.cov(x_fit.double().T)
+    if torch.linalg.cholesky_ex(cov).info:  # singular: Style-space styles of w span only w_dim directions
+        cov = cov + 1e-4 * cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    gauss = torch.distributions.MultivariateNormal(x_fit.mean(0).double(), cov)
     x_gauss = gauss.sample((n,)).float()
     sets = {"mapping (second draw)": x_b, "gaussian fit": x_gauss}
     for sampler in ("ddim", "ancestral", "pc"):
@@ -106,11 +109,24 @@ def pairwise_distance(emb: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def render(G, w: torch.Tensor, *, batch: int = 64) -> torch.Tensor:
-    """Images [N, 3, H, W] in [-1, 1] of latents ``w`` [N, w_dim] or [N, num_ws, w_dim], in batches."""
+def mapping_latents(G, model: WDenoiser, n: int, seed: int, *, batch: int = 1000) -> torch.Tensor:
+    """``n`` seeded mapping samples in the prior's space: w [n, w_dim], or their styles [n, s_dim]."""
+    w = G.sample_w(n, seed=seed)
+    if model.cfg.space != "s":
+        return w
+    return torch.cat([G.styles(G.broadcast(part)) for part in w.split(batch)])
+
+
+@torch.no_grad()
+def render(G, w: torch.Tensor, *, batch: int = 64, space: str = "w") -> torch.Tensor:
+    """Images [N, 3, H, W] in [-1, 1] of latents ``w`` [N, w_dim] or [N, num_ws, w_dim] (or styles
+    [N, s_dim] with ``space="s"``), in batches."""
     out = []
     for part in w.split(batch):
-        out.append(G.synthesis(G.broadcast(part) if part.ndim == 2 else part))
+        if space == "s":
+            out.append(G.synthesis_styles(part))
+        else:
+            out.append(G.synthesis(G.broadcast(part) if part.ndim == 2 else part))
     return torch.cat(out)
 
 
@@ -139,13 +155,13 @@ def image_quality(
         clip = load_clip()
     if ref_feats is None:
         ref_feats = clip_features(clip, procedural_batches(n, split="eval", resolution=G.resolution))
-    latents = {"mapping network": G.sample_w(n, seed=seed)}
+    latents = {"mapping network": mapping_latents(G, model, n, seed)}
     for sampler in ("ddim", "ancestral", "pc"):
         name = f"diffusion {sampler} ({steps} steps)"
         latents[name] = sample_w(model, n, sampler=sampler, steps=steps, seed=seed + 10)
     rows = {}
     for name, w in latents.items():
-        images = render(G, w)
+        images = render(G, w, space=model.cfg.space)
         feats = clip_features(clip, images.split(100))
         k_mean, k_std = kid(ref_feats, feats, subset_size=max(2, min(1000, n) // 2), seed=seed)
         rows[name] = {

@@ -46,12 +46,23 @@ def start_w(G: Generator, mean: bool, n: int, seed: int, device, *, truncation: 
         return truncate(G, G.mapping(z), truncation)
 
 
+def require_space(G: Generator, space: LatentSpace) -> None:
+    if LatentSpace(space) not in G.latent_spaces:
+        have = [s.value for s in G.latent_spaces]
+        raise JobError(f"this generator has no {LatentSpace(space).value} space (it has {have})")
+
+
+def latent_shape(G: Generator, space: LatentSpace) -> tuple[int, ...]:
+    """One latent's shape in ``space`` (no sample dim)."""
+    require_space(G, space)
+    if space is LatentSpace.S:
+        return (G.s_dim,)
+    shapes = {LatentSpace.Z: (G.z_dim,), LatentSpace.W: (G.w_dim,), LatentSpace.W_PLUS: (G.num_ws, G.w_dim)}
+    return shapes[space]
+
+
 def check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> torch.Tensor:
-    want = {
-        LatentSpace.Z: (G.z_dim,),
-        LatentSpace.W: (G.w_dim,),
-        LatentSpace.W_PLUS: (G.num_ws, G.w_dim),
-    }[space]
+    want = latent_shape(G, space)
     if lat.ndim == len(want):
         lat = lat[None]
     if tuple(lat.shape[1:]) != want:
@@ -62,12 +73,38 @@ def check_latent_shape(G: Generator, space: LatentSpace, lat: torch.Tensor) -> t
 
 
 def latent_to_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
-    """Any latent -> ws [N, num_ws, w_dim]."""
+    """A z, w or w+ latent -> ws [N, num_ws, w_dim] (a Style-space latent has none: see :func:`render`)."""
     if space is LatentSpace.Z:
         return G.broadcast(G.mapping(latent))
     if space is LatentSpace.W:
         return G.broadcast(latent)
+    if space is LatentSpace.S:
+        raise JobError("a Style-space (s) latent has no ws: it is below the affine layers")
     return latent
+
+
+def ws_to_latent(G: Generator, space: LatentSpace, ws: torch.Tensor) -> torch.Tensor:
+    """ws [N, num_ws, w_dim] as a latent of ``space`` (w: the mean of the rows; z is not reachable)."""
+    if space is LatentSpace.S:
+        return G.styles(ws)
+    if space is LatentSpace.W:
+        return ws.mean(1)
+    if space is LatentSpace.W_PLUS:
+        return ws
+    raise JobError("z cannot be computed from ws (the mapping network is not inverted)")
+
+
+def render(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
+    """Images [N, 3, R, R] of any latent: Style space through the affine-free synthesis, the others
+    through their ws."""
+    if space is LatentSpace.S:
+        return G.synthesis_styles(latent)
+    return G.synthesis(latent_to_ws(G, space, latent))
+
+
+def result_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor | None:
+    """The ws a result reports: None for Style space."""
+    return None if space is LatentSpace.S else latent_to_ws(G, space, latent)
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -77,12 +114,12 @@ def latent_to_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torc
 class LatentFile:
     space: LatentSpace
     latent: np.ndarray  # in `space`'s shape, with a leading sample dim
-    ws: np.ndarray  # [N, num_ws, w_dim]
+    ws: np.ndarray | None  # [N, num_ws, w_dim]; None for Style-space latents
     meta: dict
 
 
 def save_latent(
-    path: str | os.PathLike, space: LatentSpace, latent: np.ndarray, ws: np.ndarray, meta=None
+    path: str | os.PathLike, space: LatentSpace, latent: np.ndarray, ws: np.ndarray | None, meta=None
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +127,10 @@ def save_latent(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     try:
-        np.savez(tmp, latent=latent.astype(np.float32), ws=ws.astype(np.float32), header=np.array(header))
+        arrays = {"latent": latent.astype(np.float32), "header": np.array(header)}
+        if ws is not None:
+            arrays["ws"] = ws.astype(np.float32)
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,7 +144,7 @@ def load_latent(path: str | os.PathLike) -> LatentFile:
     try:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
-            latent, ws = z["latent"], z["ws"]
+            latent, ws = z["latent"], (z["ws"] if "ws" in z else None)
     except (OSError, KeyError, ValueError) as e:
         raise JobError(f"{path.name} is not a readable latent file: {e}") from e
     if header.get("format") != FORMAT:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.gan.base import Generator
+from core.gan.base import Generator, LatentSpace
 from core.gan.frozen import frozen
 
 LRELU_GAIN = math.sqrt(2)
@@ -243,7 +243,10 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", resample_filter.clone())  # own copy, as official
 
     def forward(self, x, w, noise_mode="const"):
-        styles = self.affine(w)
+        return self.forward_styles(x, self.affine(w), noise_mode)
+
+    def forward_styles(self, x, styles, noise_mode="const"):
+        """The layer given its styles [N, in_channels] (the affine's output: Style space) directly."""
         if not self.fused_modconv and noise_mode in ("const", "none"):
             return self._forward_unfused(x, styles, noise_mode)
         x = modulated_conv2d(
@@ -289,7 +292,11 @@ class ToRGBLayer(nn.Module):
         self.fused_modconv = False
 
     def forward(self, x, w):
-        styles = self.affine(w) * self.weight_gain
+        return self.forward_styles(x, self.affine(w))
+
+    def forward_styles(self, x, styles):
+        """The layer given its affine's raw output [N, in_channels] (Style space)."""
+        styles = styles * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv, owner=self)
         return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
 
@@ -311,16 +318,24 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
+    def layers(self) -> list[nn.Module]:
+        """The modulated layers in the order they take ws (and styles): (conv0,) conv1, torgb."""
+        return ([] if self.in_channels == 0 else [self.conv0]) + [self.conv1, self.torgb]
+
     def forward(self, x, img, ws, noise_mode="const"):
-        w_iter = iter(ws.unbind(1))
+        styles = [layer.affine(w) for layer, w in zip(self.layers(), ws.unbind(1), strict=True)]
+        return self.forward_styles(x, img, styles, noise_mode)
+
+    def forward_styles(self, x, img, styles, noise_mode="const"):
+        s_iter = iter(styles)
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.unsqueeze(0).expand(styles[0].shape[0], -1, -1, -1)
         else:
-            x = self.conv0(x, next(w_iter), noise_mode)
-        x = self.conv1(x, next(w_iter), noise_mode)
+            x = self.conv0.forward_styles(x, next(s_iter), noise_mode)
+        x = self.conv1.forward_styles(x, next(s_iter), noise_mode)
         if img is not None:
             img = upfirdn2d(img, self.resample_filter, up=2, padding=(2, 1, 2, 1), gain=4, owner=self)
-        y = self.torgb(x, next(w_iter))
+        y = self.torgb.forward_styles(x, next(s_iter))
         return x, (img + y if img is not None else y)
 
 
@@ -347,6 +362,32 @@ class SynthesisNetwork(nn.Module):
             x, img = block(x, img, block_ws, noise_mode)
         return img
 
+    def blocks(self) -> list[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def style_dims(self) -> list[int]:
+        """Channels of every modulated layer's style, in Style-space order (block by block)."""
+        return [layer.affine.weight.shape[0] for block in self.blocks() for layer in block.layers()]
+
+    def styles(self, ws) -> list[torch.Tensor]:
+        """Every modulated layer's style [N, channels] for ``ws`` [N, num_ws, w_dim] (Style space, S:
+        the affine outputs; Wu et al. 2021, and the seed's second diffusion model)."""
+        out, w_idx = [], 0
+        for block in self.blocks():
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            out += [layer.affine(w) for layer, w in zip(block.layers(), block_ws.unbind(1), strict=True)]
+        return out
+
+    def forward_styles(self, styles: list[torch.Tensor], noise_mode="const"):
+        x = img = None
+        i = 0
+        for block in self.blocks():
+            n = len(block.layers())
+            x, img = block.forward_styles(x, img, styles[i : i + n], noise_mode)
+            i += n
+        return img
+
 
 class ClassConditionalMapping:
     """``set_class`` and ``mapping`` for StyleGAN generators (2 and 3): a conditional generator's
@@ -371,7 +412,10 @@ class ClassConditionalMapping:
 
 
 class StyleGAN2Generator(ClassConditionalMapping, Generator):
-    """StyleGAN2 with z, w and w+ latent spaces. ``synthesis`` uses constant noise (deterministic)."""
+    """StyleGAN2 with z, w, w+ and Style-space (s) latents. ``synthesis`` uses constant noise
+    (deterministic)."""
+
+    latent_spaces = (LatentSpace.Z, LatentSpace.W, LatentSpace.W_PLUS, LatentSpace.S)
 
     def __init__(self, cfg: StyleGAN2Config | None = None, **overrides):
         super().__init__()
@@ -398,6 +442,22 @@ class StyleGAN2Generator(ClassConditionalMapping, Generator):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         return self.synthesis_net(ws, self.noise_mode)
+
+    @property
+    def s_dim(self) -> int:
+        return sum(self.synthesis_net.style_dims())
+
+    def styles(self, ws: torch.Tensor) -> torch.Tensor:
+        """Style space: ``ws`` [N, num_ws, w_dim] -> s [N, s_dim], every layer's affine output in a row."""
+        return torch.cat(self.synthesis_net.styles(ws), dim=1)
+
+    def synthesis_styles(self, s: torch.Tensor) -> torch.Tensor:
+        """Render Style-space latents ``s`` [N, s_dim] (as :meth:`styles` makes them)."""
+        if s.ndim != 2 or s.shape[1] != self.s_dim:
+            raise ValueError(f"s must be [N, {self.s_dim}], got {list(s.shape)}")
+        return self.synthesis_net.forward_styles(
+            list(s.split(self.synthesis_net.style_dims(), 1)), self.noise_mode
+        )
 
     def config_dict(self) -> dict:
         d = asdict(self.cfg)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import latent_to_ws
+from core.gan.latents import render
 from core.imaging import to_uint8
 
 
@@ -59,9 +59,9 @@ class Interpolator:
         dev = G.device_of()
         self.latents = [torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev).squeeze(0) for x in latents]
 
-    def _ws(self, lat: torch.Tensor) -> torch.Tensor:
+    def _render(self, lat: torch.Tensor) -> torch.Tensor:
         lat = lat[None] if lat.ndim == (2 if self.space is LatentSpace.W_PLUS else 1) else lat
-        return latent_to_ws(self.G, self.space, lat)
+        return render(self.G, self.space, lat)
 
     @torch.inference_mode()
     def image_at(self, t: float) -> np.ndarray:
@@ -70,10 +70,10 @@ class Interpolator:
         u = min(max(float(t), 0.0), 1.0) * segs
         i = min(int(u), segs - 1)
         lat = interpolate_latent(self.latents[i], self.latents[i + 1], u - i, self.space)
-        return to_uint8(self.G.synthesis(self._ws(lat)))[0]
+        return to_uint8(self._render(lat))[0]
 
     @torch.inference_mode()
     def frames(self, n: int, batch: int = 8) -> np.ndarray:
         """[n, H, W, 3] uint8 along the whole path."""
         lats = path_latents(self.latents, n, self.space)
-        return np.concatenate([to_uint8(self.G.synthesis(self._ws(c))) for c in lats.split(batch)])
+        return np.concatenate([to_uint8(self._render(c)) for c in lats.split(batch)])

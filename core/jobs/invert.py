@@ -17,7 +17,15 @@ import torch.nn.functional as F
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, latent_to_ws, start_w, use_class
+from core.gan.latents import (
+    check_latent_shape,
+    render,
+    require_space,
+    result_ws,
+    start_w,
+    use_class,
+    ws_to_latent,
+)
 from core.imageio import split_scribble
 from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
 from core.jobs.events import Progress
@@ -31,8 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class InvertResult:
     params: InvertParams
-    latent: np.ndarray  # in params.space: z [N, z_dim], w [N, w_dim], w+ [N, num_ws, w_dim]
-    ws: np.ndarray  # [N, num_ws, w_dim], what synthesis consumed
+    latent: np.ndarray  # in params.space: z [N, z_dim], w [N, w_dim], w+ [N, num_ws, w_dim], s [N, s_dim]
+    ws: np.ndarray | None  # [N, num_ws, w_dim], what synthesis consumed (None in Style space)
     images: np.ndarray  # [N, H, W, 3] uint8
     loss_history: list[dict[str, float]] = field(default_factory=list)
     cancelled: bool = False
@@ -70,6 +78,9 @@ def initial_latent(G: Generator, p: InvertParams, device, encoder=None) -> torch
         if p.init in ("mean", "encoder"):
             lat[:1] = initial_latent(G, replace(p, num_samples=1, starts=0), device, encoder)
         return lat
+    if p.space is LatentSpace.S:  # Style space starts where w+ would, through the affine layers
+        with torch.no_grad():
+            return G.styles(initial_latent(G, replace(p, space=LatentSpace.W_PLUS), device, encoder)).clone()
     if p.init == "encoder":
         return encoder_latent(G, p, encoder, device)
     if p.space is LatentSpace.Z:
@@ -99,7 +110,7 @@ def encoder_latent(G: Generator, p: InvertParams, encoder, device) -> torch.Tens
         noise = torch.randn(p.num_samples, G.w_dim, generator=torch.Generator().manual_seed(p.seed)).to(ws)
         noise[0] = 0  # the first sample is the encoder's own answer
         ws = ws + (p.encoder_jitter * encoder.w_std * noise)[:, None]
-    return ws.mean(1) if p.space is LatentSpace.W else ws.clone()
+    return ws_to_latent(G, p.space, ws).clone()
 
 
 @torch.no_grad()
@@ -197,7 +208,7 @@ _TERMS = ("l1", "perceptual", "l2_delta", "spread", "w_prior")  # the loss terms
 def _keep_best_starts(p: InvertParams, obj, latent: torch.Tensor, opt, state: dict):
     """Multi-start: keep the best ``num_samples`` starts, by task loss plus realism; they continue
     from here (``state`` and the objective's starting latents are cut to them too)."""
-    score = state["total"] + p.realism_weight * state["w_prior"]
+    score = state["total"] + p.realism_weight * state.get("w_prior", 0)  # no W proxy in Style space
     keep = score.argsort()[: p.num_samples]
     latent, opt = _select_rows(p, latent, opt, keep)
     obj.latent0 = obj.latent0[keep]
@@ -219,9 +230,9 @@ class _Objective:
     """The job's loss: ``l1_weight`` x masked L1 plus each weighted term, per sample [N]."""
 
     def __init__(self, p: InvertParams, G: Generator, perceptual_loss, encoder=None) -> None:
-        if p.space not in G.latent_spaces:
-            have = [s.value for s in G.latent_spaces]
-            raise JobError(f"this generator has no {p.space.value} space (it has {have})")
+        require_space(G, p.space)
+        if p.space is LatentSpace.S and p.w_prior_weight > 0:
+            raise JobError("the W prior term needs a w or w+ latent (Style space has no ws)")
         if p.perceptual_weight > 0 and perceptual_loss is None:
             raise JobError("perceptual_weight > 0 needs a perceptual loss (or set it to 0)")
         self.p, self.G, self.perceptual = p, G, perceptual_loss
@@ -234,7 +245,8 @@ class _Objective:
             view = perceptual_view(self.target, p.perceptual_size)
             self.target_feats = perceptual_loss.prepare(view) if self.use_perc else None
         self.latent0 = initial_latent(G, p, device, encoder)
-        self.stats = w_statistics(G) if (p.spread_weight or p.w_prior_weight or p.starts) else None
+        in_w = p.space is not LatentSpace.S
+        self.stats = w_statistics(G) if in_w and (p.spread_weight or p.w_prior_weight or p.starts) else None
         self.weights = {
             "perceptual": p.perceptual_weight,
             "l2_delta": p.l2_delta_weight,
@@ -245,8 +257,8 @@ class _Objective:
     def __call__(self, latent: torch.Tensor):
         """``(images [N, 3, R, R], terms {name: [N]}, total [N])`` at ``latent``."""
         p, G = self.p, self.G
-        ws = latent_to_ws(G, p.space, latent)
-        images = G.synthesis(ws)  # [N, 3, R, R]
+        ws = result_ws(G, p.space, latent)  # None in Style space
+        images = render(G, p.space, latent)  # [N, 3, R, R]
         terms = {"l1": masked_l1(images, self.target, self.mask)}
         if self.use_perc:
             view = perceptual_view(images, p.perceptual_size)
@@ -291,12 +303,12 @@ def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimi
 @torch.inference_mode()
 def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool, target, mask) -> InvertResult:
     lat = latent.detach()
-    ws = latent_to_ws(G, p.space, lat)
+    ws = result_ws(G, p.space, lat)
     return InvertResult(
         params=p,
         latent=lat.cpu().numpy().copy(),
-        ws=ws.cpu().numpy().copy(),
-        images=to_uint8(_shown(p, G.synthesis(ws), target, mask)),
+        ws=None if ws is None else ws.cpu().numpy().copy(),
+        images=to_uint8(_shown(p, render(G, p.space, lat), target, mask)),
         loss_history=history,
         cancelled=cancelled,
     )

@@ -149,7 +149,7 @@ class ProjectionParams:
     target: np.ndarray | None = None  # [H, W, 3] uint8 RGB; image tasks; resized to the model resolution
     mask: np.ndarray | None = None  # [H, W] float in [0, 1], 1 = match the target; inpaint and scribble
     prior: str = "diffusion"  # see PRIORS
-    space: LatentSpace = LatentSpace.W  # the optimised latent: w [N, w_dim] or w+ [N, num_ws, w_dim]
+    space: LatentSpace = LatentSpace.W  # the latent: w [N, w_dim], w+ [N, num_ws, w_dim], s [N, s_dim]
     steps: int = 50  # task steps (task-guided: reverse diffusion steps from t = 1 to 0)
     lr: float = 0.02  # Adam step size on the latent, in W units
     prior_weight: float = 1.0  # weight of the mean / cluster penalty (mean squared W distance)
@@ -188,7 +188,7 @@ class ProjectionParams:
         if self.init not in INITS:
             raise JobError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
         if self.space is LatentSpace.Z:
-            raise JobError("projection works in w or w+ (where the priors live), not z")
+            raise JobError("projection works in w, w+ or s (where the priors live), not z")
         if self.task == "clip" and not self.prompt.strip():
             raise JobError("the CLIP task needs a text prompt")
         if self.task != "clip" and self.target is None:

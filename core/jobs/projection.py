@@ -22,7 +22,7 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, latent_to_ws, start_w, use_class
+from core.gan.latents import check_latent_shape, render, require_space, result_ws, start_w, use_class
 from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
 from core.jobs.events import Progress
 from core.jobs.params import ProjectionParams
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class ProjectionResult:
     params: ProjectionParams
-    latent: np.ndarray  # w [N, w_dim] or w+ [N, num_ws, w_dim], as params.space
-    ws: np.ndarray  # [N, num_ws, w_dim], what synthesis consumed
+    latent: np.ndarray  # w [N, w_dim], w+ [N, num_ws, w_dim] or s [N, s_dim], as params.space
+    ws: np.ndarray | None  # [N, num_ws, w_dim], what synthesis consumed (None in Style space)
     images: np.ndarray  # [N, H, W, 3] uint8
     task_loss: np.ndarray  # [N] of the returned latents
     log_density: np.ndarray | None  # [N] the prior's log-density proxy, when a diffusion model was given
@@ -49,13 +49,36 @@ class ProjectionResult:
 
 
 def initial_w(G: Generator, p: ProjectionParams, device) -> torch.Tensor:
-    """Starting latents in W units: [N, w_dim], or [N, num_ws, w_dim] in w+."""
+    """Starting latents: [N, w_dim], [N, num_ws, w_dim] in w+, or the styles [N, s_dim] of the w start."""
     if p.init == "latent":
         lat = torch.as_tensor(np.asarray(p.init_latent, dtype=np.float32), device=device)
         lat = check_latent_shape(G, p.space, lat)
         return lat.expand(p.num_samples, *lat.shape[1:]).clone() if lat.shape[0] == 1 else lat.clone()
     w = start_w(G, p.init == "mean", p.num_samples, p.seed, device, truncation=p.truncation)
+    if p.space is LatentSpace.S:
+        with torch.no_grad():
+            return G.styles(G.broadcast(w)).clone()
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
+
+
+def latent_size(G: Generator, space: LatentSpace) -> int:
+    """The row size a prior of ``space`` works on: w_dim, or s_dim in Style space."""
+    return G.s_dim if space is LatentSpace.S else G.w_dim
+
+
+def _check_prior_model(p: ProjectionParams, G: Generator, model: WDenoiser | None) -> None:
+    if p.prior in ("diffusion", "task-guided") and model is None:
+        raise JobError(f"the {p.prior} prior needs a trained diffusion model")
+    if model is None:
+        return
+    if (model.cfg.space == "s") != (p.space is LatentSpace.S):
+        where = "Style space" if model.cfg.space == "s" else "W"
+        raise JobError(f"this diffusion prior works in {where}; the job's latent is {p.space.value}")
+    if model.cfg.w_dim != latent_size(G, p.space):
+        raise JobError(
+            f"the diffusion prior is for latents of size {model.cfg.w_dim}, "
+            f"the generator's are {latent_size(G, p.space)}"
+        )
 
 
 def project(
@@ -77,23 +100,25 @@ def project(
         perceptual_loss: a masked perceptual loss (:mod:`core.losses`) for the image tasks; without
             one they use masked L1.
         prior_model: the W diffusion prior, for "diffusion" and "task-guided" (and the log-density).
-        wstats: W statistics for "mean" and "cluster" (else computed from 10k mapping samples).
+        wstats: W statistics for "mean" and "cluster" (else computed from 10k mapping samples; in Style
+            space, statistics of the styles).
         cancel: checked before every step; a cancelled job returns what it has, ``cancelled=True``.
     """
     p = params
     G.eval().requires_grad_(False)
     use_class(G, p.class_label)
     device = G.device_of()
-    if p.prior in ("diffusion", "task-guided") and prior_model is None:
-        raise JobError(f"the {p.prior} prior needs a trained diffusion model")
-    if prior_model is not None and prior_model.cfg.w_dim != G.w_dim:
-        raise JobError(
-            f"the diffusion prior is for w_dim {prior_model.cfg.w_dim}, the generator has {G.w_dim}"
-        )
+    require_space(G, p.space)
+    _check_prior_model(p, G, prior_model)
     task = make_task(p, G.resolution, device, clip=clip, perceptual_loss=perceptual_loss)
     if p.prior == "task-guided":
         return (yield from _task_guided(p, G, task, prior_model, cancel))
-    if p.prior in ("mean", "cluster") and wstats is None:
+    if p.prior in ("mean", "cluster") and p.space is LatentSpace.S:
+        from core.prior.wstats import sstats_from_generator
+
+        log.info("Style-space statistics from 10k mapping samples")
+        wstats = sstats_from_generator(G)
+    elif p.prior in ("mean", "cluster") and wstats is None:
         log.info("no W statistics given; computing them from 10k mapping samples")
         wstats = wstats_from_generator(G)
     prior = make_prior(
@@ -120,7 +145,7 @@ def _alternate(p: ProjectionParams, G, task, prior, model, cancel) -> Gen[Progre
             return _result(G, p, w, task, model, history, cancelled=True)
         # 1. one task step on task loss + prior penalty
         opt.zero_grad(set_to_none=True)
-        images = G.synthesis(latent_to_ws(G, p.space, w))  # [N, 3, R, R]
+        images = render(G, p.space, w)  # [N, 3, R, R]
         task_loss, penalty = task(images), prior.penalty(w)  # [N], [N]
         (task_loss + penalty).sum().backward()  # summed: each latent's gradient is its own
         opt.step()
@@ -138,7 +163,7 @@ def _alternate(p: ProjectionParams, G, task, prior, model, cancel) -> Gen[Progre
 def _task_guided(
     p: ProjectionParams, G, task, model: WDenoiser, cancel
 ) -> Gen[Progress, None, ProjectionResult]:
-    if (model.cfg.space == "w") != (p.space is LatentSpace.W):
+    if model.cfg.space != p.space.value:
         raise JobError(f"task-guided diffusion runs in the prior's own space ({model.cfg.space})")
     gen = torch.Generator().manual_seed(p.seed)
     x = torch.randn(p.num_samples, model.cfg.dim, generator=gen).to(G.device_of())  # x_1 ~ N(0, I)
@@ -146,7 +171,7 @@ def _task_guided(
     shown: dict[str, torch.Tensor] = {}
 
     def loss_of_x0(x0: torch.Tensor) -> torch.Tensor:
-        shown["images"] = G.synthesis(latent_to_ws(G, p.space, _w_units(model, x0)))  # [N, 3, R, R]
+        shown["images"] = render(G, p.space, _w_units(model, x0))  # [N, 3, R, R]
         return task(shown["images"])
 
     history: list[dict[str, float]] = []
@@ -163,9 +188,9 @@ def _task_guided(
 
 
 def _w_units(model: WDenoiser, x: torch.Tensor) -> torch.Tensor:
-    """Normalised model-space latents [N, dim] -> w [N, w_dim] or w+ [N, num_ws, w_dim]."""
+    """Normalised model-space latents [N, dim] -> w [N, w_dim], w+ [N, num_ws, w_dim] or s [N, s_dim]."""
     w = model.denormalize(x)
-    return w if model.cfg.space == "w" else w.view(-1, model.cfg.num_ws, model.cfg.w_dim)
+    return w if model.cfg.space in ("w", "s") else w.view(-1, model.cfg.num_ws, model.cfg.w_dim)
 
 
 def _display(p: ProjectionParams, images: torch.Tensor) -> torch.Tensor:
@@ -193,14 +218,14 @@ def _progress(
 @torch.no_grad()
 def _result(G, p: ProjectionParams, w, task, model, history, *, cancelled: bool) -> ProjectionResult:
     w = w.detach()
-    ws = latent_to_ws(G, p.space, w)
-    images = G.synthesis(ws)
+    ws = result_ws(G, p.space, w)
+    images = render(G, p.space, w)
     task_loss = task(images)
     density = log_density_proxy(model, w).cpu().numpy() if model is not None else None
     return ProjectionResult(
         params=p,
         latent=w.cpu().numpy().copy(),
-        ws=ws.cpu().numpy().copy(),
+        ws=None if ws is None else ws.cpu().numpy().copy(),
         images=to_uint8(_display(p, images)),
         task_loss=task_loss.cpu().numpy().copy(),
         log_density=density,

@@ -109,6 +109,16 @@ REGISTRY: tuple[ModelEntry, ...] = (
         notes="diffusion prior over the bundled StyleGAN2's W space",
     ),
     ModelEntry(
+        "sdiffusion-cats64",
+        "w-prior",
+        "latent-canvas-wdiffusion",
+        "MIT (trained here on samples of the bundled generator)",
+        "bundled: python -m core.training.wdiffusion --space s",
+        filename="sdiffusion-cats64.safetensors",
+        bundled=True,
+        notes="the same recipe over the bundled StyleGAN2's Style space (the seed's second prior)",
+    ),
+    ModelEntry(
         "stylegan2-cats64-encoder",
         "encoder",
         "latent-canvas-encoder",

@@ -32,14 +32,14 @@ from core.prior import schedule
 from core.types import safetensors_metadata
 
 FORMAT = "latent-canvas-wdiffusion/1"
-SPACES = ("w", "w+")
+SPACES = ("w", "w+", "s")  # s: Style space (w_dim is then the generator's s_dim)
 NORMALIZE = ("per-dim", "global", "none")
 PREDICTIONS = ("v", "eps")
 
 
 @dataclass(frozen=True)
 class WDiffusionConfig:
-    w_dim: int  # the generator's w size
+    w_dim: int  # the generator's w size (Style space: its s_dim)
     num_ws: int = 1  # rows of w+ the model sees (1 for the W space)
     space: str = "w"  # "w": one w per sample; "w+": num_ws rows, flattened
     width: int = 512  # hidden units per layer (paper: 5000)
@@ -57,8 +57,8 @@ class WDiffusionConfig:
             )
         if self.width % self.groups or self.time_dim % 2:
             raise ValueError("width must be divisible by groups, and time_dim even")
-        if self.space == "w" and self.num_ws != 1:
-            raise ValueError("a W-space model has num_ws = 1")
+        if self.space in ("w", "s") and self.num_ws != 1:
+            raise ValueError(f"a {self.space}-space model has num_ws = 1")
 
     @property
     def dim(self) -> int:

@@ -57,7 +57,7 @@ PROG = "python -m core.training.wdiffusion"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    space: str = "w"  # "w" or "w+" (style-mixed rows, flattened)
+    space: str = "w"  # "w", "w+" (style-mixed rows, flattened) or "s" (Style space: the styles of w)
     width: int = 512  # hidden units (paper: 5000; 512 trains on a CPU in minutes)
     depth: int = 7  # hidden layers (paper: 7)
     groups: int = 32  # GroupNorm groups
@@ -88,8 +88,13 @@ class TrainConfig:
         )
 
 
-def load_stats(G, generator_path: Path):
-    """The generator's shipped W statistics, else 10k fresh mapping samples."""
+def load_stats(G, generator_path: Path, space: str = "w"):
+    """The generator's shipped W statistics, else 10k fresh mapping samples; in Style space, the
+    statistics of 10k samples' styles."""
+    if space == "s":
+        from core.prior.wstats import sstats_from_generator
+
+        return sstats_from_generator(G)
     path = wstats_path_for(generator_path)
     if path.is_file():
         return load_wstats(path)
@@ -103,7 +108,8 @@ class WDiffusionTrainer(ModelEmaState):
     def __init__(self, cfg: TrainConfig, device: torch.device, G, stats) -> None:
         self.cfg, self.device, self.G = cfg, device, G.to(device)
         self.gen = seed_everything(cfg.seed)
-        self.model = build_wdiffusion(cfg.model_config(G.w_dim, G.num_ws), seed=cfg.seed).to(device)
+        dim = G.s_dim if cfg.space == "s" else G.w_dim
+        self.model = build_wdiffusion(cfg.model_config(dim, G.num_ws), seed=cfg.seed).to(device)
         self.model.set_stats(stats.mean.to(device), stats.std.to(device))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -114,10 +120,12 @@ class WDiffusionTrainer(ModelEmaState):
 
     @torch.no_grad()
     def _latents(self, n: int) -> torch.Tensor:
-        """Fresh mapping samples [n, w_dim], or style-mixed w+ [n, num_ws, w_dim]."""
+        """Fresh mapping samples [n, w_dim], style-mixed w+ [n, num_ws, w_dim], or styles [n, s_dim]."""
         w = self.G.mapping(self._randn(n, self.G.z_dim))
         if self.cfg.space == "w":
             return w
+        if self.cfg.space == "s":
+            return self.G.styles(self.G.broadcast(w))
         ws = self.G.broadcast(w).clone()
         w2 = self.G.mapping(self._randn(n, self.G.z_dim))
         cut = torch.randint(1, self.G.num_ws, (n,), generator=self.gen).to(self.device)
@@ -151,6 +159,8 @@ class WDiffusionTrainer(ModelEmaState):
     @torch.no_grad()
     def samples(self) -> torch.Tensor:
         w = sample_w(self.ema, 32, sampler="ddim", steps=50, seed=0)
+        if self.cfg.space == "s":
+            return self.G.synthesis_styles(w)
         ws = self.G.broadcast(w) if w.ndim == 2 else w
         return self.G.synthesis(ws)
 
@@ -190,7 +200,7 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     device, out = pick_device(a.device), Path(a.out)
     cfg, gen_path, progress, state = generator_run(parser, a, TrainConfig, out)
     G = load_generator(gen_path, device=device)
-    trainer = WDiffusionTrainer(cfg, device, G, load_stats(G, gen_path))
+    trainer = WDiffusionTrainer(cfg, device, G, load_stats(G, gen_path, cfg.space))
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)
@@ -240,7 +250,7 @@ def export(
     if sha256_file(gen_path) != progress["generator_sha256"]:
         raise ValueError(f"{gen_path} is not the generator the run in {run_dir} was trained on")
     G = load_generator(gen_path)
-    trainer = WDiffusionTrainer(cfg, torch.device("cpu"), G, load_stats(G, gen_path))
+    trainer = WDiffusionTrainer(cfg, torch.device("cpu"), G, load_stats(G, gen_path, cfg.space))
     trainer.load_state_dict(state)
     model = trainer.ema
     facts = export_facts(progress, argv, PROG)

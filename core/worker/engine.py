@@ -254,10 +254,11 @@ class Engine:
         elif p.perceptual_weight > 0:
             perc = self._perceptual_for(p.perceptual_weight)
         if p.prior in ("diffusion", "task-guided"):
-            from core.paths import BUNDLED_PRIOR, bundled_model
+            from core.paths import bundled_prior
             from core.prior.model import load_wdiffusion
 
-            model = self._resource("prior", lambda: load_wdiffusion(bundled_model(BUNDLED_PRIOR)))
+            path = bundled_prior(p.space)
+            model = self._resource(("prior", str(path)), lambda: load_wdiffusion(path))
         elif p.prior in ("mean", "cluster"):
             from core.prior.wstats import load_wstats, wstats_path_for
 

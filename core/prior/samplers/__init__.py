@@ -38,7 +38,7 @@ def sample_w(
     else:
         x = sample_ddim(model, x_T, steps=steps, eta=eta, generator=gen)
     w = model.denormalize(x)
-    return w if model.cfg.space == "w" else w.view(n, model.cfg.num_ws, model.cfg.w_dim)
+    return w if model.cfg.space in ("w", "s") else w.view(n, model.cfg.num_ws, model.cfg.w_dim)
 
 
 __all__ = [
