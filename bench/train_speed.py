@@ -3,8 +3,11 @@
 - plain GAN: the first recipe (non-saturating loss, lazy R1, style mixing), batch 16;
 - distillation: one regression step G(z) ~ render(z), L1 + the bundled perceptual loss, batch 32;
 - adversarial + distillation: the GAN step with the regression term on the same G pass, batch 32;
+- the plain GAN with ``precision="bf16"`` (autocast for the G and D passes), the same batch: its
+  "x plain GAN" column is the bf16 speed-up on this machine (``precision="auto"`` picks bf16 only
+  where the CPU has native bf16 kernels);
 - a bf16 probe: a 64 px 3x3 conv (32 channels, batch 32) forward + backward in bf16 against fp32,
-  the convolution that dominates a generator step. Training stays fp32 where bf16 is not faster.
+  the convolution that dominates a generator step.
 
 Steps are interleaved (one of each kind per round) and the median per kind is reported, so a busy
 machine slows every column alike.
@@ -58,6 +61,12 @@ def run(*, quick: bool = False, rounds: int = 6) -> Table:
     common = dict(resolution=res, n_train=64, fid_samples=0, **widths)
     kinds = {
         "plain GAN (first recipe)": TrainConfig(batch=16, distill_kimg=0, adv_distill_weight=0, **common),
+        "plain GAN, bf16 autocast": TrainConfig(
+            batch=16, distill_kimg=0, adv_distill_weight=0, precision="bf16", **common
+        ),
+        "plain GAN, bf16, batch 32": TrainConfig(
+            batch=32, distill_kimg=0, adv_distill_weight=0, precision="bf16", **common
+        ),
         "distillation (regression)": TrainConfig(batch=32, distill_kimg=1e6, distill_pairs=256, **common),
         "adversarial + distillation": TrainConfig(
             batch=32, distill_kimg=0, distill_pairs=256, adv_distill_weight=1.0, **common

@@ -127,6 +127,28 @@ def test_projected_discriminator_switched_on_mid_run(bank):
     assert "P" in t.state_dict() and "P" not in plain.state_dict()
 
 
+def test_bf16_precision_trains_in_bf16_and_keeps_fp32_state(bank, monkeypatch):
+    """precision bf16: G and D passes under autocast (their convs run in bf16), losses and the R1
+    penalty finite, every weight, optimiser moment and G_ema still fp32; "auto" follows the CPU's
+    capability; an unknown precision is refused."""
+    cfg = stylegan2.TrainConfig(**{**TINY_SG2, "precision": "bf16", "r1_interval": 1})
+    t = stylegan2.StyleGAN2Trainer(cfg, torch.device("cpu"), bank)
+    seen = []
+    hook = t.D.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    losses = t.step()
+    hook.remove()
+    assert t.bf16 and torch.bfloat16 in seen and np.isfinite(losses["r1"])
+    assert all(np.isfinite(v) for v in losses.values())
+    state = _flat_state(t.state_dict())
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+    for native in (True, False):
+        monkeypatch.setattr(stylegan2, "bf16_native", lambda device, n=native: n)
+        assert stylegan2.use_bf16("auto", torch.device("cpu")) is native
+    assert stylegan2.use_bf16("fp32", torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="precision must be"):
+        stylegan2.use_bf16("fp8", torch.device("cpu"))
+
+
 def test_diff_augment_is_differentiable_and_seeded():
     x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
     a = projected.diff_augment(x, torch.Generator().manual_seed(1))

@@ -111,6 +111,10 @@ class TrainConfig:
     proj_lr: float = 0.002  # its Adam lr (betas 0, 0.99 as the paper)
     proj_augment: str = ""  # DiffAugment policies before its features ("color,translation,cutout"; "": none)
     fid_samples: int = 0  # learning curve: tiny-CLIP FID of this many G_ema samples per checkpoint
+    # Arithmetic of the G and D passes: "fp32"; "bf16" (autocast: convolutions and matmuls in bf16;
+    # losses, the R1 penalty, optimisers, G_ema and the mapping network stay fp32); "auto" (bf16 where
+    # the hardware has native bf16 kernels, see bf16_native, else fp32). bench --only train compares.
+    precision: str = "fp32"
 
     def generator_config(self) -> StyleGAN2Config:
         return StyleGAN2Config(
@@ -225,6 +229,25 @@ class Discriminator(nn.Module):
 # --- trainer ------------------------------------------------------------------------------------
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` has native bf16 kernels: a CUDA GPU that supports bf16, or a CPU with
+    AVX512-BF16 or AMX (chosen by capability, not by timing; elsewhere bf16 is emulated and slower:
+    docs/training.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return device.type == "cpu" and (cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and bf16_native(device))
+
+
 class StyleGAN2Trainer:
     """Holds G, D, G_ema, their optimisers and the RNG; one :meth:`step` is one iteration."""
 
@@ -233,6 +256,7 @@ class StyleGAN2Trainer:
             raise ValueError(f"training images are {bank.resolution} px, the config says {cfg.resolution}")
         self.cfg, self.device, self.bank, self.batch = cfg, torch.device(device), bank, cfg.batch
         self.gen = seed_everything(cfg.seed)
+        self.bf16 = use_bf16(cfg.precision, self.device)
         self.G = StyleGAN2Generator(cfg.generator_config()).to(self.device).train()
         self.G.noise_mode = "random"
         self.D = Discriminator(
@@ -357,7 +381,9 @@ class StyleGAN2Trainer:
         return z_all[idx].to(self.device), target.to(self.device)
 
     def _synthesise(self, z: torch.Tensor, *, update_w_avg: bool = False) -> torch.Tensor:
-        return self.G.synthesis(self._map(z, update_w_avg=update_w_avg))
+        ws = self._map(z, update_w_avg=update_w_avg)
+        with self._autocast():
+            return self.G.synthesis(ws).float()
 
     def _map(self, z: torch.Tensor, *, update_w_avg: bool = False) -> torch.Tensor:
         """ws [n, num_ws, w_dim] of z, tracking w_avg (for truncation) as official when asked."""
@@ -413,8 +439,12 @@ class StyleGAN2Trainer:
         _optimise(self.opt_D, self.D, penalty.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval)
         return float(penalty.detach().mean())
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     def _run_D(self, img: torch.Tensor) -> torch.Tensor:
-        return self.D(img.contiguous(memory_format=torch.channels_last))
+        with self._autocast():
+            return self.D(img.contiguous(memory_format=torch.channels_last)).float()
 
     def _generate(self, n: int, *, update_w_avg: bool = False) -> torch.Tensor:
         """G(z) for ``n`` fresh z, with style mixing. Returns [n, 3, R, R]."""
@@ -425,7 +455,8 @@ class StyleGAN2Trainer:
             ws = torch.cat(
                 [ws[:, :cutoff], G.mapping(self._randn(n)).unsqueeze(1).expand_as(ws[:, cutoff:])], 1
             )
-        return G.synthesis(ws)
+        with self._autocast():
+            return G.synthesis(ws).float()
 
     def _randn(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.z_dim, generator=self.gen).to(self.device)
