@@ -94,6 +94,9 @@ def run_stint(a: argparse.Namespace) -> Path:
         if progress["config"]["batch"] != a.batch:
             stylegan2.main(["change", "--run", str(run), "--set", f"batch={a.batch}",
                             "--why", f"stint on {a.device}: a batch its size"])  # fmt: skip
+        if progress["config"].get("precision", "fp32") != a.precision:
+            stylegan2.main(["change", "--run", str(run), "--set", f"precision={a.precision}",
+                            "--why", f"stint on {a.device}: its arithmetic"])  # fmt: skip
         minutes = progress.get("elapsed_s", 0.0) / 60 + a.minutes  # the budget counts from here
         stylegan2.main([*common, "--resume", "--minutes", str(minutes)])
     else:
@@ -101,7 +104,8 @@ def run_stint(a: argparse.Namespace) -> Path:
         card = Path(a.init_from).with_suffix(".json")  # --init-from counts the export's minutes as done
         done = json.loads(card.read_text()).get("training", {}).get("minutes", 0.0) if card.is_file() else 0.0
         new = ["--init-from", str(a.init_from), "--batch", str(a.batch), "--r1-gamma", str(a.r1_gamma),
-               "--seed", str(a.seed), "--fid-samples", str(fid), "--n-train", str(a.n_train)]  # fmt: skip
+               "--seed", str(a.seed), "--fid-samples", str(fid), "--n-train", str(a.n_train),
+               "--precision", a.precision]  # fmt: skip
         stylegan2.main([*common, "--minutes", str(done + a.minutes), *new])
     out.mkdir(parents=True, exist_ok=True)
     model = out / "stylegan2-cats64.safetensors"
@@ -149,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, default=64, help="images per iteration on the GPU")
+    p.add_argument("--precision", default="auto", help="fp32, bf16, or auto (bf16 where the GPU has it)")
     p.add_argument("--resume-parts", help="a folder with checkpoint.part0 ..: continue that run")
     p.add_argument("--init-from", default=str(DEFAULT_INIT), help="exported generator of a new run")
     p.add_argument("--r1-gamma", type=float, default=8.0, help="a new run's R1 weight (stint 4's)")
