@@ -161,7 +161,15 @@ def _our_perceptual():
 def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
     table = Table(
         "NVlabs' projector vs ours: seconds per step (same generator, LPIPS-VGG16 at 256 px)",
-        ["resolution", "config", "official projector", "ours", "ours faster by"],
+        [
+            "resolution",
+            "config",
+            "official projector",
+            "ours",
+            "ours faster by",
+            "ours, bf16",
+            "bf16 faster by",
+        ],
     )
     if official_repo is None:
         table.add("-", "skipped: pass --official-repo PATH (a stylegan2-ada-pytorch checkout)", "", "", "")
@@ -188,16 +196,23 @@ def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
             def official(n: int, G_off=G_off, target=target) -> None:
                 projector.project(G_off, target, num_steps=n, w_avg_samples=1000, device=torch.device("cpu"))
 
-            def ours(n: int, G_ours=G_ours, target_hwc=target_hwc) -> None:
+            def ours(n: int, G_ours=G_ours, target_hwc=target_hwc, precision="fp32") -> None:
                 p = InvertParams(target=target_hwc, space=LatentSpace.W, init="mean", l1_weight=0.0,
-                                 perceptual_weight=1.0, steps=n, lr=0.1)  # fmt: skip
+                                 perceptual_weight=1.0, steps=n, lr=0.1, precision=precision)  # fmt: skip
                 run_to_completion(invert(p, G_ours, perceptual_loss=perc))
 
-            official(1)  # warm-up (kernel selection, allocations) for both sides
+            def ours_bf16(n: int, ours=ours) -> None:
+                ours(n, precision="bf16")
+
+            official(1)  # warm-up (kernel selection, allocations) for every side
             ours(1)
-            t_off, t_ours = _per_step(official, a, b), _per_step(ours, a, b)
+            ours_bf16(1)
+            t_off, t_ours, t_bf16 = (_per_step(f, a, b) for f in (official, ours, ours_bf16))
             label = "quick" if quick else ("paper256" if res == 256 else "config-f")
-            table.add(f"{res} px", label, round(t_off, 3), round(t_ours, 3), f"{t_off / t_ours:.2f}x")
+            table.add(
+                f"{res} px", label, round(t_off, 3), round(t_ours, 3), f"{t_off / t_ours:.2f}x",
+                round(t_bf16, 3), f"{t_off / t_bf16:.2f}x",
+            )  # fmt: skip
     return table
 
 

@@ -383,3 +383,14 @@ def test_the_perceptual_loss_sees_images_downsampled_to_perceptual_size(G, size,
     )
     with pytest.raises(JobError, match="perceptual_size"):
         InvertParams(target=target_from(G), perceptual_size=-1)
+
+
+def test_bf16_inversion_runs_close_to_fp32_and_bad_precision_is_refused(G):
+    target = target_from(G)
+    base = dict(target=target, space="w+", steps=30, perceptual_weight=0, lr=0.05)
+    fp32 = run(G, **base)
+    bf16 = run(G, **base, precision="bf16")
+    assert bf16.latent.dtype == np.float32 and bf16.loss_history[-1]["l1"] < 0.7 * bf16.loss_history[0]["l1"]
+    assert abs(bf16.loss_history[-1]["l1"] - fp32.loss_history[-1]["l1"]) < 0.25 * fp32.loss_history[-1]["l1"]
+    with pytest.raises(JobError, match="precision"):
+        InvertParams(**base, precision="fp16")

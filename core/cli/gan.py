@@ -46,6 +46,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         l1_weight=a.l1,
         perceptual_weight=a.perceptual_weight if has_perceptual else 0.0,
         perceptual_size=a.perceptual_size,
+        precision=a.precision,
         l2_delta_weight=a.l2,
         spread_weight=a.spread,
         w_prior_weight=a.w_prior,
@@ -181,6 +182,9 @@ def add_parsers(sub) -> None:
     inv.add_argument("--perceptual-size", type=int, default=256,
                      help="larger images are area-downsampled to this for the perceptual loss, as NVlabs' "
                      "projector (0: full size)")  # fmt: skip
+    inv.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                     help="bf16: generator and perceptual passes in bf16 (pays on large models on CPUs with "
+                     "AVX512-BF16/AMX and on GPUs; docs/performance.md)")  # fmt: skip
     inv.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the latent delta")
     inv.add_argument("--spread", type=float, help="w+ layer-spread penalty weight (default: the mode's)")
     inv.add_argument("--w-prior", type=float, default=0.0, help="W log-density proxy weight")

@@ -257,12 +257,15 @@ class _Objective:
     def __call__(self, latent: torch.Tensor):
         """``(images [N, 3, R, R], terms {name: [N]}, total [N])`` at ``latent``."""
         p, G = self.p, self.G
+        bf16 = torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
         ws = result_ws(G, p.space, latent)  # None in Style space
-        images = render(G, p.space, latent)  # [N, 3, R, R]
+        with bf16:
+            images = render(G, p.space, latent).float()  # [N, 3, R, R]
         terms = {"l1": masked_l1(images, self.target, self.mask)}
         if self.use_perc:
             view = perceptual_view(images, p.perceptual_size)
-            terms["perceptual"] = self.perceptual(view, self.target_feats, self.perc_mask)
+            with bf16:
+                terms["perceptual"] = self.perceptual(view, self.target_feats, self.perc_mask).float()
         if p.l2_delta_weight > 0:
             terms["l2_delta"] = latent_l2(latent - self.latent0)
         if p.spread_weight > 0 and p.space is LatentSpace.W_PLUS:

@@ -67,6 +67,10 @@ class InvertParams:
     # and mask), as NVlabs' projector does at 256 (VGG was built for 224 px): at 1024 px it is most
     # of the step's cost otherwise. 0: the loss sees the full size.
     perceptual_size: int = 256
+    # Arithmetic of the generator and perceptual passes: "fp32", or "bf16" (autocast; the latent, the
+    # optimiser and the loss sums stay fp32). bf16 pays on large models on hardware with native bf16
+    # kernels (AVX512-BF16 / AMX CPUs, GPUs); docs/performance.md has the projector rows.
+    precision: str = "fp32"
     l2_delta_weight: float = 0.0  # L2 on latent - initial latent
     # Staying on the image manifold (see core.jobs.invert): spread of the w+ layers around their
     # mean, and a W log-density proxy (squared W-normalised distance from the mean w), both /w_dim.
@@ -102,6 +106,8 @@ class InvertParams:
             raise JobError("an encoder gives w and w+ starts: pick the w or w+ space (or another init)")
         if self.encoder_jitter < 0:
             raise JobError(f"encoder_jitter must be >= 0, got {self.encoder_jitter}")
+        if self.precision not in ("fp32", "bf16"):
+            raise JobError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.perceptual_size < 0:
             raise JobError(f"perceptual_size must be >= 0 (0: full size), got {self.perceptual_size}")
         if self.starts:
