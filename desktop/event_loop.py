@@ -62,7 +62,7 @@ def release() -> None:
             t.cancel()
         app = QApplication.instance()
         deadline = time.monotonic() + 5.0
-        while not all(t.done() for t in tasks) and time.monotonic() < deadline:
+        while app is not None and not all(t.done() for t in tasks) and time.monotonic() < deadline:
             app.processEvents()  # the cancellations (and a connection's close) run as Qt events
             time.sleep(0.005)
         loop.stop()
