@@ -153,7 +153,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, default=64, help="images per iteration on the GPU")
-    p.add_argument("--precision", default="auto", help="fp32, bf16, or auto (bf16 where the GPU has it)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, bf16 or auto; bf16 trained worse per minute on a CPU (docs/training.md)",
+    )
     p.add_argument("--resume-parts", help="a folder with checkpoint.part0 ..: continue that run")
     p.add_argument("--init-from", default=str(DEFAULT_INIT), help="exported generator of a new run")
     p.add_argument("--r1-gamma", type=float, default=8.0, help="a new run's R1 weight (stint 4's)")

@@ -113,7 +113,8 @@ class TrainConfig:
     fid_samples: int = 0  # learning curve: tiny-CLIP FID of this many G_ema samples per checkpoint
     # Arithmetic of the G and D passes: "fp32"; "bf16" (autocast: convolutions and matmuls in bf16;
     # losses, the R1 penalty, optimisers, G_ema and the mapping network stay fp32); "auto" (bf16 where
-    # the hardware has native bf16 kernels, see bf16_native, else fp32). bench --only train compares.
+    # the hardware has native bf16 kernels, see bf16_native, else fp32). bench --only train compares
+    # speed; in a 9-minute A/B on a CPU, bf16 trained worse per minute (docs/training.md): fp32 default.
     precision: str = "fp32"
 
     def generator_config(self) -> StyleGAN2Config:
