@@ -140,13 +140,14 @@ def _pair(Generator, resolution: int, synthesis: dict, folder: Path):
     return G, load_generator(path)
 
 
-def _per_step(run, a: int, b: int) -> float:
-    times = {}
+def _per_step(run, a: int, b: int) -> tuple[float, object]:
+    """Seconds per step from runs of ``a`` and ``b`` steps, and what the ``b``-step run returned."""
+    times, out = {}, None
     for n in (a, b):
         t = time.perf_counter()
-        run(n)
+        out = run(n)
         times[n] = time.perf_counter() - t
-    return (times[b] - times[a]) / (b - a)
+    return (times[b] - times[a]) / (b - a), out
 
 
 def _our_perceptual():
@@ -169,6 +170,7 @@ def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
             "ours faster by",
             "ours, bf16",
             "bf16 faster by",
+            "LPIPS after the steps, fp32 / bf16",
         ],
     )
     if official_repo is None:
@@ -196,22 +198,26 @@ def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
             def official(n: int, G_off=G_off, target=target) -> None:
                 projector.project(G_off, target, num_steps=n, w_avg_samples=1000, device=torch.device("cpu"))
 
-            def ours(n: int, G_ours=G_ours, target_hwc=target_hwc, precision="fp32") -> None:
+            def ours(n: int, G_ours=G_ours, target_hwc=target_hwc, precision="fp32") -> float:
                 p = InvertParams(target=target_hwc, space=LatentSpace.W, init="mean", l1_weight=0.0,
                                  perceptual_weight=1.0, steps=n, lr=0.1, precision=precision)  # fmt: skip
-                run_to_completion(invert(p, G_ours, perceptual_loss=perc))
+                return run_to_completion(invert(p, G_ours, perceptual_loss=perc)).loss_history[-1][
+                    "perceptual"
+                ]
 
-            def ours_bf16(n: int, ours=ours) -> None:
-                ours(n, precision="bf16")
+            def ours_bf16(n: int, ours=ours) -> float:
+                return ours(n, precision="bf16")
 
             official(1)  # warm-up (kernel selection, allocations) for every side
             ours(1)
             ours_bf16(1)
-            t_off, t_ours, t_bf16 = (_per_step(f, a, b) for f in (official, ours, ours_bf16))
+            (t_off, _), (t_ours, loss), (t_bf16, loss_bf16) = (
+                _per_step(f, a, b) for f in (official, ours, ours_bf16)
+            )
             label = "quick" if quick else ("paper256" if res == 256 else "config-f")
             table.add(
                 f"{res} px", label, round(t_off, 3), round(t_ours, 3), f"{t_off / t_ours:.2f}x",
-                round(t_bf16, 3), f"{t_off / t_bf16:.2f}x",
+                round(t_bf16, 3), f"{t_off / t_bf16:.2f}x", f"{loss:.4f} / {loss_bf16:.4f} ({b} steps)",
             )  # fmt: skip
     return table
 
