@@ -159,28 +159,47 @@ def _our_perceptual():
     return MaskedLPIPS(lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False))
 
 
-def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
-    table = Table(
-        "NVlabs' projector vs ours: seconds per step (same generator, LPIPS-VGG16 at 256 px)",
-        [
-            "resolution",
-            "config",
-            "official projector",
-            "ours",
-            "ours faster by",
-            "ours, bf16",
-            "bf16 faster by",
-            "LPIPS after the steps, fp32 / bf16",
-        ],
-    )
-    if official_repo is None:
-        table.add("-", "skipped: pass --official-repo PATH (a stylegan2-ada-pytorch checkout)", "", "", "")
-        return table
+def _measure(projector, G_off, G_ours, perc, a: int, b: int) -> tuple[float, float, float, float, float]:
+    """(official s/step, ours fp32, ours bf16, our LPIPS after ``b`` steps in fp32, in bf16)."""
     from core.jobs.invert import invert
     from core.jobs.params import InvertParams
     from core.jobs.runner import run_to_completion
     from core.types import LatentSpace
 
+    with torch.no_grad():
+        z = torch.randn(1, 512, generator=torch.Generator().manual_seed(1))
+        img = G_off(z, None, noise_mode="const")
+    target = ((img[0] + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)  # [3, R, R]
+    target_hwc = target.permute(1, 2, 0).numpy()
+
+    def official(n: int) -> None:
+        projector.project(G_off, target, num_steps=n, w_avg_samples=1000, device=torch.device("cpu"))
+
+    def ours(n: int, precision: str = "fp32") -> float:
+        p = InvertParams(target=target_hwc, space=LatentSpace.W, init="mean", l1_weight=0.0,
+                         perceptual_weight=1.0, steps=n, lr=0.1, precision=precision)  # fmt: skip
+        return run_to_completion(invert(p, G_ours, perceptual_loss=perc)).loss_history[-1]["perceptual"]
+
+    def ours_bf16(n: int) -> float:
+        return ours(n, precision="bf16")
+
+    for f in (official, ours, ours_bf16):  # warm-up (kernel selection, allocations) for every side
+        f(1)
+    (t_off, _), (t_ours, loss), (t_bf16, loss_bf16) = (
+        _per_step(f, a, b) for f in (official, ours, ours_bf16)
+    )
+    return t_off, t_ours, t_bf16, loss, loss_bf16
+
+
+def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
+    columns = ["resolution", "config", "official projector", "ours", "ours faster by", "ours, bf16",
+               "bf16 faster by", "LPIPS after the steps, fp32 / bf16"]  # fmt: skip
+    table = Table(
+        "NVlabs' projector vs ours: seconds per step (same generator, LPIPS-VGG16 at 256 px)", columns
+    )
+    if official_repo is None:
+        table.add("-", "skipped: pass --official-repo PATH (a stylegan2-ada-pytorch checkout)", "", "", "")
+        return table
     dnnlib, projector, Generator = import_official(official_repo)
     commit = official_commit(official_repo)
     table.title += f"; official code {commit[:7] or 'from ' + str(official_repo)}"
@@ -189,31 +208,7 @@ def run(official_repo: str | Path | None, *, quick: bool = False) -> Table:
     with tempfile.TemporaryDirectory() as tmp, _vgg_without_download(dnnlib):
         for res, synthesis in (QUICK if quick else CONFIGS).items():
             G_off, G_ours = _pair(Generator, res, synthesis, Path(tmp))
-            with torch.no_grad():
-                z = torch.randn(1, 512, generator=torch.Generator().manual_seed(1))
-                img = G_off(z, None, noise_mode="const")
-            target = ((img[0] + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)  # [3, R, R]
-            target_hwc = target.permute(1, 2, 0).numpy()
-
-            def official(n: int, G_off=G_off, target=target) -> None:
-                projector.project(G_off, target, num_steps=n, w_avg_samples=1000, device=torch.device("cpu"))
-
-            def ours(n: int, G_ours=G_ours, target_hwc=target_hwc, precision="fp32") -> float:
-                p = InvertParams(target=target_hwc, space=LatentSpace.W, init="mean", l1_weight=0.0,
-                                 perceptual_weight=1.0, steps=n, lr=0.1, precision=precision)  # fmt: skip
-                return run_to_completion(invert(p, G_ours, perceptual_loss=perc)).loss_history[-1][
-                    "perceptual"
-                ]
-
-            def ours_bf16(n: int, ours=ours) -> float:
-                return ours(n, precision="bf16")
-
-            official(1)  # warm-up (kernel selection, allocations) for every side
-            ours(1)
-            ours_bf16(1)
-            (t_off, _), (t_ours, loss), (t_bf16, loss_bf16) = (
-                _per_step(f, a, b) for f in (official, ours, ours_bf16)
-            )
+            t_off, t_ours, t_bf16, loss, loss_bf16 = _measure(projector, G_off, G_ours, perc, a, b)
             label = "quick" if quick else ("paper256" if res == 256 else "config-f")
             table.add(
                 f"{res} px", label, round(t_off, 3), round(t_ours, 3), f"{t_off / t_ours:.2f}x",
