@@ -205,7 +205,7 @@ def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
         "and the 50-step refinement (w) that runs when the stroke ends.",
         "",
     ]
-    lines += _sweep_lines(gen_card)
+    lines += _sweep_lines(gen_card, str(card.get("sha256", ""))[:12])
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -234,7 +234,7 @@ def _inversion_lines(inv: dict) -> list[str]:
     return lines
 
 
-def _sweep_lines(gen_card: dict) -> list[str]:
+def _sweep_lines(gen_card: dict, encoder_sha: str = "") -> list[str]:
     from core.evals.inversion_quality import SWEEP_BASE
     from core.jobs.params import MODE_DEFAULTS, mode_defaults
 
@@ -274,12 +274,15 @@ def _sweep_lines(gen_card: dict) -> list[str]:
             if is_encoder_default
             else ""
         )
+        if s.get("init") == "encoder" and r.get("encoder_sha256", "") != encoder_sha:
+            mark += " †"  # measured with an earlier encoder than the bundled one
         lines.append(
             f"| {name}{mark} | {pe['sparse']:.4f} / "
             f"{pe['dense']:.4f} | {r['kid']:.3f} | {r['diversity']:.3f} | {r['seconds_per_job']} | "
             f"{ip['kept_psnr_min']:.1f} | {ip['kid']:.3f} | "
             + (f"{ip['diversity']:.3f} |" if "diversity" in ip else "— |")
         )
+    lines += _stale_encoder_note(sweep, encoder_sha)
     if not any(r["settings"].get("init") == "encoder" for r in sweep["rows"].values()):
         from core.evals.inversion_quality import ENCODER_ROWS
 
@@ -291,6 +294,19 @@ def _sweep_lines(gen_card: dict) -> list[str]:
               "core.evals sweep-figure --rows ...` with the rows named on it):", "",
               "![five settings, three scribbles](images/scribble-settings.png)", ""]  # fmt: skip
     return lines
+
+
+def _stale_encoder_note(sweep: dict, encoder_sha: str) -> list[str]:
+    """The footnote for encoder rows measured with another encoder than the bundled one (marked †)."""
+    stale = [
+        n
+        for n, r in sweep["rows"].items()
+        if r["settings"].get("init") == "encoder" and r.get("encoder_sha256") != encoder_sha
+    ]
+    if not stale:
+        return []
+    return ["", f"† measured with an earlier encoder than the bundled one (sha256 `{encoder_sha}`); "
+            "not re-run since it was fine-tuned."]  # fmt: skip
 
 
 # --- command ---------------------------------------------------------------------------------------

@@ -553,8 +553,16 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         cmd = f"python -m core.evals scribble-sweep --k {a.k} --write-card"
         if a.only:  # the rows that ran
             cmd += " --only " + " ".join(f'"{n}"' for n in a.only)
+        enc_sha = None
+        if encoder is not None:
+            from core.encoder.model import encoder_path_for
+            from core.models.safe_load import sha256_file
+
+            enc_sha = sha256_file(encoder_path_for(bundled_model(a.model)))[:12]
         for row in table["rows"].values():
             row["command"] = cmd
+            if enc_sha and row["settings"].get("init") == "encoder":
+                row["encoder_sha256"] = enc_sha  # which encoder measured it (docs/encoders.md marks others)
         card = bundled_model(a.model).with_suffix(".json")
         if a.only:  # the other rows stay as they were measured (on this generator: a retrain clears them)
             old = _card_quality(card).get("scribble_sweep", {}).get("rows", {})
