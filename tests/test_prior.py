@@ -424,9 +424,13 @@ def _target(r: int = 16) -> np.ndarray:
     return (np.random.default_rng(0).random((r, r, 3)) * 255).astype(np.uint8)
 
 
-def _tiny_prior(G):
-    model = build_wdiffusion(WDiffusionConfig(w_dim=G.w_dim, width=32, groups=8), seed=0)
-    stats = wstats_from_generator(G, n=500, k=4)
+def _tiny_prior(G, space: str = "w"):
+    """A small untrained diffusion prior with the generator's statistics, in W or Style space ("s")."""
+    from core.prior.wstats import sstats_from_generator
+
+    dim = G.s_dim if space == "s" else G.w_dim
+    model = build_wdiffusion(WDiffusionConfig(w_dim=dim, space=space, width=32, groups=8), seed=0)
+    stats = sstats_from_generator(G, n=500, k=3) if space == "s" else wstats_from_generator(G, n=500, k=4)
     model.set_stats(stats.mean, stats.std)
     return model.eval().requires_grad_(False), stats
 

@@ -80,10 +80,9 @@ def test_a_generator_without_style_space_says_so(dcgan):
 
 
 def _s_prior(G):
-    model = build_wdiffusion(WDiffusionConfig(w_dim=G.s_dim, space="s", width=32, groups=8), seed=0)
-    stats = sstats_from_generator(G, n=500, k=3)
-    model.set_stats(stats.mean, stats.std)
-    return model.eval().requires_grad_(False), stats
+    from tests.test_prior import _tiny_prior
+
+    return _tiny_prior(G, space="s")
 
 
 @pytest.mark.parametrize("prior", ["none", "mean", "cluster", "diffusion", "task-guided"])
