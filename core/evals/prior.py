@@ -200,26 +200,25 @@ def _task_tables(
 ) -> dict:
     """Per task: one row per prior and ablation, and the verdicts on them; with a Style-space prior
     (``s_model``), inpainting again in Style space."""
-    tasks = {}
-    for task in EVAL_TASKS:
+
+    def measure(variants: dict, model_, wstats_, what: str, **kw) -> dict:
         rows = {}
-        variants = {**{prior: {"prior": prior} for prior in PRIORS}, **ABLATIONS}
         for label, overrides in variants.items():
-            log.info("task %s, %s", task, label)
-            params = replace(base, task=task, **overrides)
-            rows[label] = run_cell(G, clip, perc, model, wstats, params, ref_feats)
-        tasks[task] = {"rows": rows, "verdicts": verdicts(rows)}
+            log.info("%s, %s", what, label)
+            params = replace(base, **kw, **overrides)
+            rows[label] = run_cell(G, clip, perc, model_, wstats_, params, ref_feats)
+        return {"rows": rows, "verdicts": verdicts(rows)}
+
+    priors = {prior: {"prior": prior} for prior in PRIORS}
+    tasks = {
+        task: measure({**priors, **ABLATIONS}, model, wstats, f"task {task}", task=task)
+        for task in EVAL_TASKS
+    }
     if s_model is not None:
-        rows = {}
-        variants = {
-            **{prior: {"prior": prior} for prior in PRIORS},
-            "diffusion, 10% noise": ABLATIONS["diffusion, 10% noise"],
-        }
-        for label, overrides in variants.items():
-            log.info("task inpaint in Style space, %s", label)
-            params = replace(base, task="inpaint", space="s", **overrides)
-            rows[label] = run_cell(G, clip, perc, s_model, None, params, ref_feats)
-        tasks[STYLE_TASK] = {"rows": rows, "verdicts": verdicts(rows)}
+        variants = {**priors, "diffusion, 10% noise": ABLATIONS["diffusion, 10% noise"]}
+        tasks[STYLE_TASK] = measure(
+            variants, s_model, None, "task inpaint in Style space", task="inpaint", space="s"
+        )
     return tasks
 
 

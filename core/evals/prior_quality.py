@@ -15,10 +15,13 @@ from __future__ import annotations
 import torch
 
 from core.evals.metrics import clip_features, fid, kid, procedural_batches
+from core.gan.latents import render as render_latent
+from core.gan.latents import sample_styles
 from core.prior import schedule
 from core.prior.model import WDenoiser
 from core.prior.priors import _rows, log_density_proxy
 from core.prior.samplers import sample_w
+from core.types import LatentSpace
 
 DENOISE_TIMES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -111,23 +114,15 @@ def pairwise_distance(emb: torch.Tensor) -> float:
 @torch.no_grad()
 def mapping_latents(G, model: WDenoiser, n: int, seed: int, *, batch: int = 1000) -> torch.Tensor:
     """``n`` seeded mapping samples in the prior's space: w [n, w_dim], or their styles [n, s_dim]."""
-    w = G.sample_w(n, seed=seed)
-    if model.cfg.space != "s":
-        return w
-    return torch.cat([G.styles(G.broadcast(part)) for part in w.split(batch)])
+    return sample_styles(G, n, seed=seed, batch=batch) if model.cfg.space == "s" else G.sample_w(n, seed=seed)
 
 
 @torch.no_grad()
 def render(G, w: torch.Tensor, *, batch: int = 64, space: str = "w") -> torch.Tensor:
     """Images [N, 3, H, W] in [-1, 1] of latents ``w`` [N, w_dim] or [N, num_ws, w_dim] (or styles
     [N, s_dim] with ``space="s"``), in batches."""
-    out = []
-    for part in w.split(batch):
-        if space == "s":
-            out.append(G.synthesis_styles(part))
-        else:
-            out.append(G.synthesis(G.broadcast(part) if part.ndim == 2 else part))
-    return torch.cat(out)
+    kind = LatentSpace.S if space == "s" else LatentSpace.W if w.ndim == 2 else LatentSpace.W_PLUS
+    return torch.cat([render_latent(G, kind, part) for part in w.split(batch)])
 
 
 def real_images(n: int, resolution: int) -> torch.Tensor:

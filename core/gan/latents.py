@@ -94,12 +94,22 @@ def ws_to_latent(G: Generator, space: LatentSpace, ws: torch.Tensor) -> torch.Te
     raise JobError("z cannot be computed from ws (the mapping network is not inverted)")
 
 
-def render(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor:
+def render(
+    G: Generator, space: LatentSpace, latent: torch.Tensor, ws: torch.Tensor | None = None
+) -> torch.Tensor:
     """Images [N, 3, R, R] of any latent: Style space through the affine-free synthesis, the others
-    through their ws."""
+    through their ws (``ws``: the latent's, when the caller has them from :func:`result_ws` already, so
+    a z is mapped once)."""
     if space is LatentSpace.S:
         return G.synthesis_styles(latent)
-    return G.synthesis(latent_to_ws(G, space, latent))
+    return G.synthesis(latent_to_ws(G, space, latent) if ws is None else ws)
+
+
+@torch.no_grad()
+def sample_styles(G: Generator, n: int, *, seed: int = 0, batch: int = 1000) -> torch.Tensor:
+    """The Style-space latents [n, s_dim] of ``n`` seeded mapping samples (:meth:`Generator.sample_w`)."""
+    w = G.sample_w(n, seed=seed)
+    return torch.cat([G.styles(G.broadcast(part)) for part in w.split(batch)])
 
 
 def result_ws(G: Generator, space: LatentSpace, latent: torch.Tensor) -> torch.Tensor | None:

@@ -260,7 +260,7 @@ class _Objective:
         bf16 = torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
         ws = result_ws(G, p.space, latent)  # None in Style space
         with bf16:
-            images = render(G, p.space, latent).float()  # [N, 3, R, R]
+            images = render(G, p.space, latent, ws).float()  # [N, 3, R, R]
         terms = {"l1": masked_l1(images, self.target, self.mask)}
         if self.use_perc:
             view = perceptual_view(images, p.perceptual_size)
@@ -311,7 +311,7 @@ def _result(G: Generator, p: InvertParams, latent, history, *, cancelled: bool, 
         params=p,
         latent=lat.cpu().numpy().copy(),
         ws=None if ws is None else ws.cpu().numpy().copy(),
-        images=to_uint8(_shown(p, render(G, p.space, lat), target, mask)),
+        images=to_uint8(_shown(p, render(G, p.space, lat, ws), target, mask)),
         loss_history=history,
         cancelled=cancelled,
     )

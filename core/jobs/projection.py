@@ -22,7 +22,15 @@ import torch
 
 from core.errors import JobError
 from core.gan.base import Generator, LatentSpace
-from core.gan.latents import check_latent_shape, render, require_space, result_ws, start_w, use_class
+from core.gan.latents import (
+    check_latent_shape,
+    latent_shape,
+    render,
+    require_space,
+    result_ws,
+    start_w,
+    use_class,
+)
 from core.imaging import image_to_tensor, mask_to_tensor, paste_back, to_uint8
 from core.jobs.events import Progress
 from core.jobs.params import ProjectionParams
@@ -61,11 +69,6 @@ def initial_w(G: Generator, p: ProjectionParams, device) -> torch.Tensor:
     return w if p.space is LatentSpace.W else G.broadcast(w).clone()
 
 
-def latent_size(G: Generator, space: LatentSpace) -> int:
-    """The row size a prior of ``space`` works on: w_dim, or s_dim in Style space."""
-    return G.s_dim if space is LatentSpace.S else G.w_dim
-
-
 def _check_prior_model(p: ProjectionParams, G: Generator, model: WDenoiser | None) -> None:
     if p.prior in ("diffusion", "task-guided") and model is None:
         raise JobError(f"the {p.prior} prior needs a trained diffusion model")
@@ -74,10 +77,10 @@ def _check_prior_model(p: ProjectionParams, G: Generator, model: WDenoiser | Non
     if (model.cfg.space == "s") != (p.space is LatentSpace.S):
         where = "Style space" if model.cfg.space == "s" else "W"
         raise JobError(f"this diffusion prior works in {where}; the job's latent is {p.space.value}")
-    if model.cfg.w_dim != latent_size(G, p.space):
+    size = latent_shape(G, p.space)[-1]  # the row a prior works on: w_dim, or s_dim in Style space
+    if model.cfg.w_dim != size:
         raise JobError(
-            f"the diffusion prior is for latents of size {model.cfg.w_dim}, "
-            f"the generator's are {latent_size(G, p.space)}"
+            f"the diffusion prior is for latents of size {model.cfg.w_dim}, the generator's are {size}"
         )
 
 
@@ -219,7 +222,7 @@ def _progress(
 def _result(G, p: ProjectionParams, w, task, model, history, *, cancelled: bool) -> ProjectionResult:
     w = w.detach()
     ws = result_ws(G, p.space, w)
-    images = render(G, p.space, w)
+    images = render(G, p.space, w, ws)
     task_loss = task(images)
     density = log_density_proxy(model, w).cpu().numpy() if model is not None else None
     return ProjectionResult(

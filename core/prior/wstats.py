@@ -65,8 +65,9 @@ def wstats_from_generator(G, *, n: int = 10_000, k: int = 16, seed: int = 0) -> 
 def sstats_from_generator(G, *, n: int = 10_000, k: int = 16, seed: int = 0, batch: int = 1000) -> WStats:
     """The same statistics in Style space (``G.styles`` of ``n`` mapping samples; [s_dim] rows), for
     the mean and cluster priors of Style-space projection and the S diffusion prior's normalisation."""
-    w = G.sample_w(n, seed=seed)
-    ss = torch.cat([G.styles(G.broadcast(part)) for part in w.split(batch)]).float().cpu()  # [n, s_dim]
+    from core.gan.latents import sample_styles
+
+    ss = sample_styles(G, n, seed=seed, batch=batch).float().cpu()  # [n, s_dim]
     centres, labels, _ = kmeans(ss, k, seed=seed)
     counts = torch.bincount(labels, minlength=k)
     order = counts.argsort(descending=True, stable=True)

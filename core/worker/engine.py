@@ -100,7 +100,7 @@ class Engine:
 
         return {
             "generator": str(self._model_path) if self._generator is not None else None,
-            "resources": sorted(str(k) for k in list(self._resources)),
+            "resources": self._resource_names(),
             "available": [str(p) for p in generator_files()],
         }
 
@@ -178,6 +178,9 @@ class Engine:
         }
         self._emit(MsgKind.MODEL_LOADED, req.job_id, info)
 
+    def _resource_names(self) -> list[str]:
+        return sorted(str(k) for k in list(self._resources))
+
     def _unload_model(self, req: JobRequest) -> None:
         what, freed = req.params.what, []
         if what in ("all", "generator") and self._generator is not None:
@@ -185,7 +188,7 @@ class Engine:
             self._generator = self._encoder = self._perceptual = None
             self._model_path = None
         if what in ("all", "resources"):
-            freed += sorted(str(k) for k in self._resources)
+            freed += self._resource_names()
             self._resources.clear()
         _free_memory()
         self._emit(MsgKind.MODEL_UNLOADED, req.job_id, {"freed": freed, "models": self.models()})
