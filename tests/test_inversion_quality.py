@@ -46,8 +46,9 @@ def test_cli_invert_reaches_the_model_card_psnr(tmp_path):
     (row,) = [r for r in rows if r["space"] == "w+" and r["init"] == "mean"]
     target = iq.held_out_images(1)[0]  # the first image of the card's set
     save_png(target, tmp_path / "cat.png")
+    # --init mean: the card's row (the CLI's default start is the encoder's answer where there is one)
     rc = main(["invert", "--image", str(tmp_path / "cat.png"), "--space", "w+", "--steps", "500",
-               "--perceptual", "bundled", "--out", str(tmp_path / "out")])  # fmt: skip
+               "--init", "mean", "--perceptual", "bundled", "--out", str(tmp_path / "out")])  # fmt: skip
     assert rc == 0
     got = iq.psnr(load_image(tmp_path / "out" / "result.png")[None], target[None])[0]
     # The card's batch run optimises each latent on its own target, so this run repeats its first image.

@@ -35,6 +35,9 @@ INVERT_INITS = ("mean", "random", "latent", "encoder")
 # (docs/images/scribble-settings.png). Spread 0.7 gave KID 0.59 and diversity 0.16; 50 steps at lr 0.05
 # turned back into blobs. With the encoder fine-tuned (2026-12-04) its answers vary less: spread 1.0
 # gave KID 0.47 but diversity 0.22 (under half the samples'), spread 1.3 KID 0.56 and diversity 0.31.
+# On the 277 kimg generator (2026-12-04, samples KID 0.02, diversity 0.48): spread 1.3 KID 0.35 and
+# diversity 0.34, spread 1.0 KID 0.29 and diversity 0.25 (just half the samples'); the KIDs of 32
+# results differ by less than their spread (0.11), so 1.3 stays, with its margin on diversity.
 ENCODER_DEFAULTS: dict[str, dict] = {
     "invert": dict(init="encoder"),
     "scribble": dict(
