@@ -339,3 +339,22 @@ def test_the_sweep_figure_draws_a_line_per_scribble_and_row(tmp_path):
         iq.sweep_figure(
             G64, ["no such row"], scribbles, k=2, perceptual=None, encoder=None, out=tmp_path / "x.png"
         )
+
+
+def test_the_encoder_table_compares_each_refinement_with_its_mean_init_baseline(monkeypatch):
+    """Rows w+ and w against mean init in their own space; the Style-space refinement (from the
+    encoder's w+) against the w+ mean init, the issue's reference. The doc names that baseline."""
+    from core.evals import encoders as ev
+    from core.losses import make_perceptual_loss
+
+    monkeypatch.setattr(ev, "REFINE", 2)  # "encoder + 2 steps": a quick run of the same table
+    G64 = tiny_stylegan(resolution=64)  # the held-out cats are 64 px
+    table = ev.inversion_rows(G64, _trained_ish(G64), make_perceptual_loss("bundled"), n=2, steps=3)
+    rows = {r["space"]: r for r in table["rows"]}
+    assert set(rows) == {"w+", "w", "s"} and len(table["images"]) == 5
+    assert rows["s"]["mean_init_space"] == "w+" and rows["s"]["lr"] == ev.S_REFINE_LR
+    assert rows["s"]["mean_init"] == rows["w+"]["mean_init"]  # the same baseline run
+    lines = ev._inversion_lines(
+        {"images": "2 cats", "losses": "L1", "optimizer": "adam", "rows": table["rows"]}
+    )
+    assert any(line.startswith("| s from the encoder's w+ (lr 0.2), against w+ |") for line in lines)

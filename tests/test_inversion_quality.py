@@ -87,6 +87,22 @@ def test_sweep_row_measures_paint_realism_diversity_and_inpainting(G, perceptual
     assert row["inpaint"]["kept_psnr_min"] > 90  # pasted back: the kept pixels are the target's
 
 
+def test_matched_samples_are_the_pools_best_paint_matches(G, perceptual):
+    """The realism reference of the sweep: per scribble, the k pool samples with the lowest paint
+    error; a bigger pool can only match the paint better (the smaller pool is its prefix)."""
+    from core.clip import load_clip
+    from core.evals.metrics import clip_features, procedural_batches
+
+    clip = load_clip()
+    real = clip_features(clip, procedural_batches(60, split="eval", start=1000))
+    scribbles = {k: v for k, v in iq.load_scribbles().items() if k in ("sparse-0", "dense-0")}
+    kw = dict(k=2, perceptual=perceptual, clip=clip, real=real)
+    one, many = (iq.matched_samples(G, scribbles, pool=n, **kw) for n in (2, 64))
+    assert one["pool"] == 2 and many["k"] == 2 and 0 <= many["precision"] <= 1 and many["diversity"] > 0
+    for kind in ("sparse", "dense"):
+        assert many["paint_error"][kind] < one["paint_error"][kind]
+
+
 def test_gradient_shares_show_what_each_weight_buys(G, perceptual):
     target, mask = split_scribble(iq.load_scribbles()["dense-1"])
     low = iq.gradient_shares(G, target, mask, perceptual, space="w+")

@@ -5,7 +5,7 @@ import torch
 from core.errors import JobError
 from core.gan.base import LatentSpace
 from core.imaging import to_uint8
-from core.jobs.invert import initial_latent, inpaint_params, invert, scribble_params
+from core.jobs.invert import _Objective, initial_latent, inpaint_params, invert, scribble_params
 from core.jobs.params import InvertParams
 from core.jobs.runner import run_to_completion
 from core.types import CancelToken
@@ -230,6 +230,20 @@ def _events(job):
     return out
 
 
+def test_search_keeps_the_starts_that_fit_best_before_any_step(G):
+    """start_steps 0 (iGAN's search): the kept candidates are, of the same seeded starts, the ones
+    with the lowest task loss as they are (70 starts: scored in more than one chunk)."""
+    tgt = target_from(G, seed=3)
+    kw = dict(target=tgt, space="w", init="random", steps=0, perceptual_weight=0.0, realism_weight=0.0)
+    picked = run(G, starts=70, start_steps=0, num_samples=3, **kw)
+    every = InvertParams(num_samples=70, **kw)  # the same 70 seeded random starts, unselected
+    obj = _Objective(every, G, None)
+    with torch.no_grad():  # the loss of each start as it is (G's raw output: the tiny G overshoots [-1, 1])
+        best = obj(obj.latent0)[2].argsort()[:3]
+    np.testing.assert_allclose(picked.latent, obj.latent0[best].numpy(), atol=1e-6)
+    assert picked.images.shape[0] == 3 and not picked.loss_history  # no step was taken
+
+
 def test_multi_start_with_mean_init_keeps_the_mean_start_among_the_candidates(G):
     from core.jobs.invert import initial_latent
 
@@ -245,7 +259,8 @@ def test_multi_start_with_mean_init_keeps_the_mean_start_among_the_candidates(G)
     [
         dict(starts=2, num_samples=3),
         dict(starts=4, init="latent", init_latent=np.zeros(8, np.float32)),
-        dict(starts=4, start_steps=0),
+        dict(starts=4, start_steps=-1),
+        dict(starts=4, start_steps=2, steps=0),
         dict(spread_weight=-1.0),
     ],
 )

@@ -189,7 +189,12 @@ def add_parsers(sub) -> None:
     inv.add_argument("--spread", type=float, help="w+ layer-spread penalty weight (default: the mode's)")
     inv.add_argument("--w-prior", type=float, default=0.0, help="W log-density proxy weight")
     inv.add_argument("--starts", type=int, help="multi-start: random starts (0: off; default: the mode's)")
-    inv.add_argument("--start-steps", type=int, default=20, help="steps before the best --samples are kept")
+    inv.add_argument(
+        "--start-steps",
+        type=int,
+        default=20,
+        help="steps before the best --samples are kept (0: iGAN's search, before any step)",
+    )
     inv.add_argument("--realism-weight", type=float, default=1.0, help="W proxy weight when picking starts")
     inv.add_argument(
         "--truncation", type=float, default=1.0, help="psi for random starts in w / w+ (1: none)"

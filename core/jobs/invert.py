@@ -165,7 +165,7 @@ def invert(
     use_class(G, p.class_label)
     obj = _Objective(p, G, perceptual_loss, encoder)
     latent = obj.latent0.clone().requires_grad_(True)
-    opt = _make_optimizer(p, latent)
+    latent, opt = _search_starts(p, obj, latent, _make_optimizer(p, latent))  # start_steps 0 only
     history: list[dict[str, float]] = []
     state: dict[str, torch.Tensor] = {}
 
@@ -203,6 +203,24 @@ def invert(
 
 
 _TERMS = ("l1", "perceptual", "l2_delta", "spread", "w_prior")  # the loss terms, in logging order
+
+
+def _search_starts(p: InvertParams, obj, latent: torch.Tensor, opt, chunk: int = 64):
+    """iGAN's search (``start_steps`` 0): score every start as it is, keep the best ``num_samples``
+    (otherwise the latent and optimiser as they are). Scored in chunks so hundreds of starts do not
+    hold hundreds of images' activations at once."""
+    if not (p.starts > p.num_samples and p.start_steps == 0):
+        return latent, opt
+    scores: dict[str, list[torch.Tensor]] = {}
+    full0 = obj.latent0
+    with torch.no_grad():
+        for lo in range(0, len(latent), chunk):
+            obj.latent0 = full0[lo : lo + chunk]  # the L2-delta and spread terms read it per row
+            _, terms, total = obj(latent[lo : lo + chunk])
+            for k, v in {"total": total, **terms}.items():
+                scores.setdefault(k, []).append(v)
+    obj.latent0 = full0
+    return _keep_best_starts(p, obj, latent, opt, {k: torch.cat(v) for k, v in scores.items()})
 
 
 def _keep_best_starts(p: InvertParams, obj, latent: torch.Tensor, opt, state: dict):
