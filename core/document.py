@@ -98,8 +98,14 @@ class HistoryEntry:
         n = f" ×{len(self.images)}" if self.images is not None and len(self.images) > 1 else ""
         return f"#{index} {tag.get(self.kind, self.kind)}{n}" + (" (stopped)" if self.cancelled else "")
 
-    def selected_ws(self) -> np.ndarray | None:
-        return None if self.ws is None else self.ws[self.selected]
+    def path_end(self) -> tuple[str, np.ndarray] | None:
+        """The selected sample as an interpolation key frame: its ws ("w+"), or for a Style-space
+        result (which has no ws) its styles ("s"); None when the entry has neither."""
+        if self.ws is not None:
+            return "w+", self.ws[self.selected]
+        if self.space == "s" and self.latent is not None:
+            return "s", self.latent[self.selected]
+        return None
 
     def kept(self) -> HistoryEntry:
         """The entry as a document stores it: the selected sample only."""

@@ -30,7 +30,7 @@ class HistoryStrip(QListWidget):
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
         self.itemClicked.connect(lambda item: self.shown.emit(self.entry_of(item)))
         self.itemSelectionChanged.connect(
-            lambda: self.ends_changed.emit([e for e in self.selected_entries() if e.ws is not None])
+            lambda: self.ends_changed.emit([e for e in self.selected_entries() if e.path_end() is not None])
         )
 
     def add_action(self, label: str, slot) -> None:

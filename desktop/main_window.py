@@ -537,12 +537,13 @@ class MainWindow(SessionMixin, QMainWindow):
                     self._live_frame()
 
     def _interpolate(self, t: float) -> None:
-        ends = [e.selected_ws() for e in self._selected_entries() if e.ws is not None]
+        ends = [end for e in self._selected_entries() if (end := e.path_end()) is not None]
         if len(ends) < 2:
             return
-        req = JobRequest(
-            next(self._ids), "interpolate_frame", InterpolateFrameRequest(ends, "w+", t), live=True
-        )
+        spaces = tuple(space for space, _ in ends)
+        path = "s" if "s" in spaces else "w+"  # a Style-space result: the w+ ends join it as styles
+        frame = InterpolateFrameRequest([lat for _, lat in ends], path, t, spaces if path == "s" else ())
+        req = JobRequest(next(self._ids), "interpolate_frame", frame, live=True)
         self._frames.add(req.job_id)
         self.worker.submit(req, supersede=False)
 

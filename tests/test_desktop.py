@@ -197,6 +197,28 @@ def test_interpolation_slider_between_two_results(window, qtbot):
     assert np.abs(last.astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
+def test_interpolation_slider_reaches_a_style_space_result(window, qtbot):
+    """A Style-space result (no ws) is a key frame too: the path runs in Style space."""
+    window.canvas.stroke([(2, 2), (14, 14)])
+    window.invert_panel.steps.setValue(4)
+    window.run_job()
+    _wait_result(window, qtbot, 1)
+    window.invert_panel.space.setCurrentText("s")
+    window.run_job()
+    _wait_result(window, qtbot, 2)
+    assert window.history_entries[1].space == "s" and window.history_entries[1].ws is None
+    window.history.selectAll()
+    assert window.interp_panel.slider.isEnabled()
+    frames = []
+    window.worker.message.connect(lambda m: isinstance(m.payload, np.ndarray) and frames.append(m.payload))
+    window.interp_panel.slider.setValue(0)
+    window.interp_panel.slider.setValue(1000)
+    qtbot.waitUntil(lambda: len(frames) >= 1, timeout=60_000)
+    qtbot.wait(300)
+    assert np.abs(frames[-1].astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
+
+
 def test_gui_keeps_serving_while_a_job_runs(window, qtbot):
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(20)

@@ -350,10 +350,13 @@ def test_the_encoder_table_compares_each_refinement_with_its_mean_init_baseline(
     monkeypatch.setattr(ev, "REFINE", 2)  # "encoder + 2 steps": a quick run of the same table
     G64 = tiny_stylegan(resolution=64)  # the held-out cats are 64 px
     table = ev.inversion_rows(G64, _trained_ish(G64), make_perceptual_loss("bundled"), n=2, steps=3)
-    rows = {r["space"]: r for r in table["rows"]}
-    assert set(rows) == {"w+", "w", "s"} and len(table["images"]) == 5
-    assert rows["s"]["mean_init_space"] == "w+" and rows["s"]["lr"] == ev.S_REFINE_LR
-    assert rows["s"]["mean_init"] == rows["w+"]["mean_init"]  # the same baseline run
+    rows = {(r["space"], r["lr"]): r for r in table["rows"]}
+    assert set(rows) == {("w+", 0.05), ("w", 0.05), ("s", 0.05), ("s", ev.S_REFINE_LR)}
+    assert len(table["images"]) == len(ev.RUNS) == 6
+    for lr in (0.05, ev.S_REFINE_LR):
+        assert rows[("s", lr)]["mean_init_space"] == "w+"
+        assert rows[("s", lr)]["mean_init"] == rows[("w+", 0.05)]["mean_init"]  # the same baseline run
+    assert rows[("s", 0.05)]["encoder_plus_steps"] != rows[("s", ev.S_REFINE_LR)]["encoder_plus_steps"]
     lines = ev._inversion_lines(
         {"images": "2 cats", "losses": "L1", "optimizer": "adam", "rows": table["rows"]}
     )

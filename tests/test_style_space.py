@@ -10,7 +10,7 @@ import torch
 
 from core.errors import JobError
 from core.gan.latents import load_latent, save_latent
-from core.jobs.interpolate import Interpolator
+from core.jobs.interpolate import Interpolator, ends_in_space
 from core.jobs.invert import invert
 from core.jobs.params import InvertParams, ProjectionParams
 from core.jobs.projection import project
@@ -131,3 +131,25 @@ def test_style_latents_save_without_ws_and_interpolate(G, tmp_path):
         ends = G.synthesis_styles(torch.from_numpy(s))
     want = ((ends.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     assert np.abs(frames[[0, 2]].astype(int) - want.astype(int)).max() <= 1
+
+
+def test_a_style_space_result_joins_an_interpolation_path_with_w_plus_results(G):
+    """Style-space results have no ws: a path through one runs in Style space, the w+ key frames
+    turned into their styles, so each end still renders as its own result."""
+    from core.document import HistoryEntry
+
+    with torch.no_grad():
+        ws = G.broadcast(G.sample_w(2, seed=7))
+        s_b = G.styles(ws[1:]).numpy()
+        want = G.synthesis(ws).numpy()
+    a = HistoryEntry("invert", {}, 0, ws=ws[:1].numpy(), latent=ws[:1].numpy(), space="w+")
+    b = HistoryEntry("invert", {}, 0, latent=s_b, space="s")
+    (sa, la), (sb, lb) = a.path_end(), b.path_end()
+    assert (sa, sb) == ("w+", "s") and HistoryEntry("sdedit", {}, 0).path_end() is None
+    ends = ends_in_space(G, [la, lb], [sa, sb], "s")
+    assert ends[0].shape == ends[1].shape == (G.s_dim,)
+    frames = Interpolator(G, ends, LatentSpace.S).frames(3)
+    target = ((np.transpose(want, (0, 2, 3, 1)) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    assert np.abs(frames[[0, 2]].astype(int) - target.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="cannot join"):
+        ends_in_space(G, [np.zeros(G.z_dim, np.float32)], ["z"], "s")

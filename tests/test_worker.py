@@ -45,6 +45,7 @@ def requests():
         JobRequest(4, "sdedit", SDEditRequest(SDEditParams(guide=TARGET, prompt="cat", size=(24, 16)), "x")),
         JobRequest(5, "interpolate_frame", InterpolateFrameRequest([np.ones((4, 8), np.float32)] * 2, "w+", 1)),  # noqa: E501
         JobRequest(6, "unload_model", UnloadModelRequest("all")),
+        JobRequest(7, "interpolate_frame", InterpolateFrameRequest([np.ones((4, 8), np.float32), np.ones(12, np.float32)], "s", 0.5, ("w+", "s"))),  # noqa: E501
     ]  # fmt: skip
 
 

@@ -31,6 +31,24 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, eps: float 
     return torch.where(so > 1e-4, out, lerp(a, b, t))
 
 
+def ends_in_space(G: Generator, latents: Sequence[np.ndarray], spaces: Sequence[str], space: str) -> list:
+    """Key frames of possibly different spaces (each "w+" ws [num_ws, w_dim] or "s" styles [s_dim]) in
+    the path's ``space``: with a Style-space end the path runs in Style space, the w+ ends turned into
+    their styles (the same images: synthesis of w+ is synthesis of its styles)."""
+    space, out = LatentSpace(space), []
+    for lat, own in zip(latents, spaces, strict=True):
+        own = LatentSpace(own)
+        if own is space:
+            out.append(np.asarray(lat, np.float32))
+        elif own is LatentSpace.W_PLUS and space is LatentSpace.S:
+            with torch.no_grad():
+                ws = torch.as_tensor(np.asarray(lat, np.float32)).to(G.device_of())[None]
+                out.append(G.styles(ws)[0].cpu().numpy())
+        else:
+            raise ValueError(f"a {own.value} key frame cannot join a path in {space.value}")
+    return out
+
+
 def interpolate_latent(a: torch.Tensor, b: torch.Tensor, t: float, space: LatentSpace) -> torch.Tensor:
     """The latent at ``t`` in [0, 1] between ``a`` (t=0) and ``b`` (t=1), in ``space``'s shape."""
     return slerp(a, b, t) if LatentSpace(space) is LatentSpace.Z else lerp(a, b, t)

@@ -44,7 +44,12 @@ INVERT_INITS = ("mean", "random", "latent", "encoder")
 # 0.14-0.21. G's own samples matched to the paint (best 4 of 1024) have KID 0.21 and paint error
 # 0.114 / 0.134: the default is within 1.5x of that fair reference. 1.3 stays.
 ENCODER_DEFAULTS: dict[str, dict] = {
-    "invert": dict(init="encoder"),
+    # Reconstruction refines the encoder's answer in Style space (its w+ as styles), at the same lr 0.05:
+    # on the 8 held-out cats of docs/encoders.md it reached 25.04 dB after 50 steps, the 500-step w+
+    # quality from the mean (25.96) after 101 steps (10.6 s against 43.8 s), and 27.63 after 500, where
+    # the encoder + 500 steps in w+ gave 26.54 (2026-12-04, third session). Style-space results join
+    # interpolation paths too (core.jobs.interpolate.ends_in_space).
+    "invert": dict(init="encoder", space="s"),
     "scribble": dict(
         init="encoder", space="w", encoder_jitter=1.3, steps=20, lr=0.01, starts=0, spread_weight=0.0
     ),

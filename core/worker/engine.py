@@ -286,11 +286,12 @@ class Engine:
         self._drive(req, sdedit(params, model, cancel=token))
 
     def _interpolate_frame(self, req: JobRequest) -> None:
-        from core.jobs.interpolate import Interpolator
+        from core.jobs.interpolate import Interpolator, ends_in_space
 
         self._require_generator()
-        r = req.params
-        image = Interpolator(self._generator, r.latents, r.space).image_at(r.t)
+        r, G = req.params, self._generator
+        ends = ends_in_space(G, r.latents, r.spaces, r.space) if r.spaces else r.latents
+        image = Interpolator(G, ends, r.space).image_at(r.t)
         self._emit(MsgKind.RESULT, req.job_id, image)
 
 

@@ -69,9 +69,10 @@ class SDEditRequest:
 
 @dataclass(frozen=True)
 class InterpolateFrameRequest:
-    latents: list[np.ndarray]  # the key frames' ws, each [num_ws, w_dim]
-    space: str  # "w+" (the ws) for the app's sliders
+    latents: list[np.ndarray]  # the key frames: ws [num_ws, w_dim], or styles [s_dim] of Style-space results
+    space: str  # the path's space: "w+" for the app's sliders, "s" when a key frame is a Style-space result
     t: float  # position along the path in [0, 1]
+    spaces: tuple[str, ...] = ()  # each key frame's own space where they differ ("w+" ends join an "s" path)
 
 
 REQUEST_TYPES: dict[str, type] = {
