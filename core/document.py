@@ -82,7 +82,7 @@ class HistoryEntry:
     images: np.ndarray | None = field(default=None, repr=False)  # [N, H, W, 3] uint8, one per sample
     latent: np.ndarray | None = field(default=None, repr=False)  # float32 [N, ...], the job's latent space
     ws: np.ndarray | None = field(default=None, repr=False)  # float32 [N, num_ws, w_dim]
-    space: str | None = None  # the latent space of ``latent`` ("z", "w", "w+")
+    space: str | None = None  # the latent space of ``latent`` ("z", "w", "w+", "s")
     cancelled: bool = False
     selected: int = 0  # which sample of a variations grid is "the" result
     losses: list[dict[str, float]] = field(default_factory=list, repr=False)
@@ -101,10 +101,9 @@ class HistoryEntry:
     def path_end(self) -> tuple[str, np.ndarray] | None:
         """The selected sample as an interpolation key frame: its ws ("w+"), or for a Style-space
         result (which has no ws) its styles ("s"); None when the entry has neither."""
-        if self.ws is not None:
-            return "w+", self.ws[self.selected]
-        if self.space == "s" and self.latent is not None:
-            return "s", self.latent[self.selected]
+        for space, arr in (("w+", self.ws), ("s", self.latent if self.space == "s" else None)):
+            if arr is not None and arr.ndim >= 2 and 0 <= self.selected < len(arr):  # a loaded file's
+                return space, arr[self.selected]  # arrays are not trusted to have the right shape
         return None
 
     def kept(self) -> HistoryEntry:

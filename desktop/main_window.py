@@ -535,6 +535,8 @@ class MainWindow(SessionMixin, QMainWindow):
                     self.statusBar().showMessage(f"live frame: {msg.payload}", 8000)
                 elif self._frame_dirty:
                     self._live_frame()
+            elif msg.kind is MsgKind.ERROR:  # a slider frame (e.g. key frames of another model)
+                self.statusBar().showMessage(f"interpolation: {msg.payload}", 8000)
 
     def _interpolate(self, t: float) -> None:
         ends = [end for e in self._selected_entries() if (end := e.path_end()) is not None]

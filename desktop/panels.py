@@ -132,7 +132,8 @@ class InvertPanel(QWidget):
         docs/encoders.md where the model has an encoder)."""
         from core.jobs.params import mode_defaults
 
-        d = mode_defaults(MODE_KEYS[mode], has_encoder=self.has_encoder)
+        spaces = [self.space.itemText(i) for i in range(self.space.count())]
+        d = mode_defaults(MODE_KEYS[mode], has_encoder=self.has_encoder, spaces=spaces)
         if self.space.findText(d["space"]) >= 0:
             self.space.setCurrentText(d["space"])
         self.init.setCurrentText(d["init"])

@@ -57,6 +57,14 @@ def test_scribble_and_interpolate(setup):
     np.testing.assert_array_equal(load_image(frames[-1]), load_image(tmp / "b/result.png"))
     run = json.loads((tmp / "ab" / "run.json").read_text())
     assert run["frames"] == 5 and run["method"] == "lerp" and run["model"] == str(model)
+    # a Style-space result (no ws) and a w+ one: the path runs in Style space, each end its own image
+    assert main(["invert", "--image", str(a), "--space", "s", "--out", str(tmp / "a"), *common]) == 0
+    rc = main(["interpolate", str(tmp / "a/latent.npz"), str(tmp / "b/latent.npz"), "--frames", "3",
+               "--model", str(model), "--out", str(tmp / "sb")])  # fmt: skip
+    assert rc == 0 and json.loads((tmp / "sb" / "run.json").read_text())["space"] == "s"
+    ends = sorted((tmp / "sb").glob("frame_*.png"))
+    assert np.abs(load_image(ends[0]).astype(int) - load_image(tmp / "a/result.png")).max() <= 1
+    assert np.abs(load_image(ends[-1]).astype(int) - load_image(tmp / "b/result.png")).max() <= 1
 
 
 @pytest.mark.slow

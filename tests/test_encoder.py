@@ -128,6 +128,29 @@ def test_modes_start_from_the_encoder_only_where_there_is_one():
         assert mode_defaults(mode, has_encoder=True)["init"] == "encoder"
 
 
+def test_an_encoder_default_space_the_generator_lacks_falls_back_to_the_modes_own():
+    """Plain inversion with an encoder refines in Style space, where the generator has one (a
+    StyleGAN3 has z, w and w+ only: it keeps w+)."""
+    assert mode_defaults("invert", has_encoder=True, spaces=["z", "w", "w+", "s"])["space"] == "s"
+    assert mode_defaults("invert", has_encoder=True, spaces=("z", "w", "w+"))["space"] == "w+"
+    assert mode_defaults("scribble", has_encoder=True, spaces=("z", "w", "w+"))["space"] == "w"
+
+
+def test_the_cli_takes_the_encoder_defaults_only_when_the_encoder_is_the_start():
+    import argparse
+
+    from core.cli.gan import apply_mode_defaults
+
+    def args(init):
+        keys = ("space", "l1", "spread", "perceptual_weight", "starts", "steps", "encoder_jitter", "lr")
+        return argparse.Namespace(init=init, scribble=False, hole=False, **dict.fromkeys(keys))
+
+    for init, space in ((None, "s"), ("encoder", "s"), ("mean", "w+")):
+        a = args(init)
+        apply_mode_defaults(a, None, has_encoder=True, spaces=("z", "w", "w+", "s"))
+        assert a.space == space, (init, a.space)
+
+
 def test_prepare_inputs_unpremultiplies_paint_and_binarises_the_mask():
     paint = np.zeros((64, 64, 3), np.uint8)
     paint[:] = (200, 100, 50)

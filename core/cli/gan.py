@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from core.cli.common import format_losses, held, load_generator_arg, progress_bar, read_target, save_run
-from core.errors import JobError
 from core.types import LatentSpace
 
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
@@ -21,13 +20,17 @@ _MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("sp
 _FALLBACK = {"steps": 500, "encoder_jitter": 0.0, "lr": 0.05}  # where a mode sets nothing
 
 
-def apply_mode_defaults(a: argparse.Namespace, mask: np.ndarray | None, has_encoder: bool = False) -> None:
+def apply_mode_defaults(
+    a: argparse.Namespace, mask: np.ndarray | None, has_encoder: bool = False, spaces=None
+) -> None:
     """Unset options take the defaults of the job's mode: scribble, inpaint (--hole) or plain inversion
-    (with an encoder for the generator, the mode's encoder defaults)."""
+    (with an encoder for the generator and no other --init asked for, the mode's encoder defaults;
+    ``spaces``: the generator's latent spaces)."""
     from core.jobs.params import mode_defaults
 
     mode = "scribble" if a.scribble else "inpaint" if a.hole and mask is not None else "invert"
-    defaults = mode_defaults(mode, has_encoder=has_encoder)
+    use_encoder = has_encoder and a.init in (None, "encoder")
+    defaults = mode_defaults(mode, has_encoder=use_encoder, spaces=spaces)
     for opt, key in _MODE_OPTIONS:
         if getattr(a, opt) is None:
             setattr(a, opt, defaults.get(key, _FALLBACK.get(key)))
@@ -77,7 +80,7 @@ def cmd_invert(a: argparse.Namespace) -> int:
     G, model_path = load_generator_arg(a.model, a.device)
     target, mask = read_target(a)
     encoder = find_encoder(a, G, model_path)
-    apply_mode_defaults(a, mask, has_encoder=encoder is not None)
+    apply_mode_defaults(a, mask, has_encoder=encoder is not None, spaces=G.latent_spaces)
     perc, perc_kind = held(
         ("perceptual", a.perceptual, a.perceptual_weight > 0, a.device),
         lambda: resolve_perceptual(a.perceptual, a.perceptual_weight, a.device),
@@ -121,22 +124,21 @@ def find_encoder(a: argparse.Namespace, G, model_path):
 def cmd_interpolate(a: argparse.Namespace) -> int:
     from core.gan.latents import load_latent
     from core.imageio import save_png
-    from core.jobs.interpolate import Interpolator
+    from core.jobs.interpolate import Interpolator, ends_in_space
 
     files = [load_latent(p) for p in a.latents]
     spaces = {f.space for f in files}
-    if len(spaces) > 1 and LatentSpace.S in spaces:
-        raise JobError("a Style-space (s) latent interpolates only with other s latents (it has no ws)")
-    # Mixed spaces meet in w+, which every z, w and w+ latent can be expressed in.
-    space, lats = (
-        (files[0].space, [f.latent[0] for f in files])
-        if len(spaces) == 1
-        else (
-            LatentSpace.W_PLUS,
-            [f.ws[0] for f in files],
-        )
-    )
     G, model_path = load_generator_arg(a.model or files[0].meta.get("model"), a.device)
+    # Mixed spaces meet in w+, which every z, w and w+ latent can be expressed in; with a Style-space
+    # latent (it has no ws) in Style space, the others' ws turned into their styles.
+    if len(spaces) == 1:
+        space, lats = files[0].space, [f.latent[0] for f in files]
+    elif LatentSpace.S in spaces:
+        space = LatentSpace.S
+        own = [(f.latent[0], "s") if f.space is LatentSpace.S else (f.ws[0], "w+") for f in files]
+        lats = ends_in_space(G, [x for x, _ in own], [sp for _, sp in own], "s")
+    else:
+        space, lats = LatentSpace.W_PLUS, [f.ws[0] for f in files]
     frames = Interpolator(G, lats, space).frames(a.frames)
     out = Path(a.out)
     for i, fr in enumerate(frames):

@@ -213,13 +213,15 @@ def _search_starts(p: InvertParams, obj, latent: torch.Tensor, opt, chunk: int =
         return latent, opt
     scores: dict[str, list[torch.Tensor]] = {}
     full0 = obj.latent0
-    with torch.no_grad():
-        for lo in range(0, len(latent), chunk):
-            obj.latent0 = full0[lo : lo + chunk]  # the L2-delta and spread terms read it per row
-            _, terms, total = obj(latent[lo : lo + chunk])
-            for k, v in {"total": total, **terms}.items():
-                scores.setdefault(k, []).append(v)
-    obj.latent0 = full0
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(latent), chunk):
+                obj.latent0 = full0[lo : lo + chunk]  # the L2-delta term reads it per row
+                _, terms, total = obj(latent[lo : lo + chunk])
+                for k, v in {"total": total, **terms}.items():
+                    scores.setdefault(k, []).append(v)
+    finally:
+        obj.latent0 = full0
     return _keep_best_starts(p, obj, latent, opt, {k: torch.cat(v) for k, v in scores.items()})
 
 

@@ -60,9 +60,14 @@ ENCODER_DEFAULTS: dict[str, dict] = {
 }
 
 
-def mode_defaults(mode: str, *, has_encoder: bool = False) -> dict:
-    """The settings a job of ``mode`` ("invert", "scribble", "inpaint") starts from."""
-    return {**MODE_DEFAULTS[mode], **(ENCODER_DEFAULTS[mode] if has_encoder else {})}
+def mode_defaults(mode: str, *, has_encoder: bool = False, spaces=None) -> dict:
+    """The settings a job of ``mode`` ("invert", "scribble", "inpaint") starts from. ``spaces``: the
+    generator's latent spaces, where known; an encoder default in a space the generator lacks (Style
+    space on a StyleGAN3) falls back to the mode's own space."""
+    d = {**MODE_DEFAULTS[mode], **(ENCODER_DEFAULTS[mode] if has_encoder else {})}
+    if spaces is not None and d["space"] not in {str(getattr(s, "value", s)) for s in spaces}:
+        d["space"] = MODE_DEFAULTS[mode]["space"]
+    return d
 
 
 @dataclass(frozen=True)
