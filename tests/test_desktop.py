@@ -174,14 +174,16 @@ def test_live_mode_reruns_after_a_stroke_warm_started(window, qtbot):
     assert sent[-1].params.init == "latent"  # warm start from the previous result
 
 
-@pytest.mark.slow
-def test_interpolation_slider_between_two_results(window, qtbot):
+def _two_results_then_slide_to_the_second(window, qtbot, **second) -> np.ndarray:
+    """A scribble result, then a second one with the panel's ``second`` settings (control name ->
+    value); both selected, the slider moved to its end: the last interpolation frame that arrived."""
     window.canvas.stroke([(2, 2), (14, 14)])
     window.invert_panel.steps.setValue(4)
     window.run_job()
     _wait_result(window, qtbot, 1)
-    window.invert_panel.seed.setValue(5)
-    window.invert_panel.init.setCurrentText("random")
+    for name, value in second.items():
+        control = getattr(window.invert_panel, name)
+        control.setCurrentText(value) if isinstance(value, str) else control.setValue(value)
     window.run_job()
     _wait_result(window, qtbot, 2)
     window.history.selectAll()
@@ -192,7 +194,12 @@ def test_interpolation_slider_between_two_results(window, qtbot):
     window.interp_panel.slider.setValue(1000)
     qtbot.waitUntil(lambda: len(frames) >= 1, timeout=60_000)
     qtbot.wait(300)
-    last = frames[-1]
+    return frames[-1]
+
+
+@pytest.mark.slow
+def test_interpolation_slider_between_two_results(window, qtbot):
+    last = _two_results_then_slide_to_the_second(window, qtbot, seed=5, init="random")
     assert last.shape == (16, 16, 3)
     assert np.abs(last.astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
 
@@ -200,23 +207,9 @@ def test_interpolation_slider_between_two_results(window, qtbot):
 @pytest.mark.slow
 def test_interpolation_slider_reaches_a_style_space_result(window, qtbot):
     """A Style-space result (no ws) is a key frame too: the path runs in Style space."""
-    window.canvas.stroke([(2, 2), (14, 14)])
-    window.invert_panel.steps.setValue(4)
-    window.run_job()
-    _wait_result(window, qtbot, 1)
-    window.invert_panel.space.setCurrentText("s")
-    window.run_job()
-    _wait_result(window, qtbot, 2)
+    last = _two_results_then_slide_to_the_second(window, qtbot, space="s")
     assert window.history_entries[1].space == "s" and window.history_entries[1].ws is None
-    window.history.selectAll()
-    assert window.interp_panel.slider.isEnabled()
-    frames = []
-    window.worker.message.connect(lambda m: isinstance(m.payload, np.ndarray) and frames.append(m.payload))
-    window.interp_panel.slider.setValue(0)
-    window.interp_panel.slider.setValue(1000)
-    qtbot.waitUntil(lambda: len(frames) >= 1, timeout=60_000)
-    qtbot.wait(300)
-    assert np.abs(frames[-1].astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
+    assert np.abs(last.astype(int) - window.history_entries[1].image.astype(int)).max() <= 1
 
 
 def test_gui_keeps_serving_while_a_job_runs(window, qtbot):
