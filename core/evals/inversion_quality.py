@@ -433,12 +433,11 @@ def matched_samples(G, scribbles: dict, *, k: int, perceptual, clip, real, pool:
     err: dict[str, list[float]] = {"sparse": [], "dense": []}
     picked, spread = [], []
     for name, rgba in scribbles.items():
-        painted = rgba[..., 3] > 0
-        diff = np.abs(images[:, painted].astype(np.float32) - rgba[..., :3][painted].astype(np.float32))
-        best = images[np.argsort(diff.mean((1, 2)))[:k]]
-        err[name.split("-")[0]] += [painted_error(img, rgba) for img in best]
-        spread.append(_pairwise(perceptual, best))
-        picked.append(best)
+        errors = np.array([painted_error(img, rgba) for img in images])
+        best = np.argsort(errors)[:k]
+        err[name.split("-")[0]] += errors[best].tolist()
+        spread.append(_pairwise(perceptual, images[best]))
+        picked.append(images[best])
     feats = clip_features(clip, [to_tensor(np.concatenate(picked))])
     kid_m, kid_std = kid(feats, real)
     return {"pool": pool, "k": k, "kid": round(kid_m, 4), "kid_std": round(kid_std, 4),
