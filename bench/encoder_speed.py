@@ -43,7 +43,7 @@ def _tiny_model_with_encoder() -> Path:
 
 def pass_and_quality(model: Path, *, quick: bool) -> Table:
     from core.encoder.model import load_encoder_for
-    from core.evals.encoders import _curve, pass_times
+    from core.evals.encoders import _curve, app_default_row, pass_times
     from core.evals.inversion_quality import held_out_images
     from core.losses import make_perceptual_loss
     from core.models.io import load_generator
@@ -51,9 +51,13 @@ def pass_and_quality(model: Path, *, quick: bool) -> Table:
     G = load_generator(model)
     encoder = load_encoder_for(model, G)
     t = pass_times(G, encoder)
+    row = app_default_row(encoder)  # the app's plain inversion with this encoder
+    how = f"{row.space}, lr {row.lr}" + (f" ramped up over {row.rampup} steps" if row.rampup else "")
+    how += f", {row.refine} ReStyle refinements of the start" if row.refine else ""
     table = Table(
         f"Encoder against optimisation from the mean ({model.name}, batch 1 passes; inversion of held-out "
-        "cats, L1 x10 + bundled perceptual x0.01, Adam lr 0.05)",
+        f"cats, L1 x10 + bundled perceptual x0.01, Adam; mean init: w+, lr 0.05; encoder: the app's "
+        f"default, {how})",
         ["measure", "mean init (optimisation)", "encoder", "ratio", "goal"],
     )
     table.add("one encoder pass (ms)", "", t["encoder_ms"], "", "< 20")
@@ -61,12 +65,13 @@ def pass_and_quality(model: Path, *, quick: bool) -> Table:
     steps, n = (5, 2) if quick else (500, 4)
     targets = held_out_images(n, resolution=G.resolution)
     perc = None if quick else make_perceptual_loss("bundled")
-    kw = dict(space="w+", steps=steps, perceptual=perc, encoder=encoder)
+    kw = dict(steps=steps, perceptual=perc, encoder=encoder)
     if perc is None:  # quick: no perceptual backbone needed
         kw["perceptual"] = _NoPerceptual()
-    _curve(G, targets[:1], init="encoder", **{**kw, "steps": 2})  # warm-up: first-job costs out of the timing
-    mean = _curve(G, targets, init="mean", **kw)
-    enc = _curve(G, targets, init="encoder", **kw)
+    app = dict(space=row.space, lr=row.lr, rampup=row.rampup, refine=row.refine)
+    _curve(G, targets[:1], init="encoder", **{**kw, **app, "steps": 2})  # warm-up: first-job costs out
+    mean = _curve(G, targets, init="mean", space="w+", **kw)
+    enc = _curve(G, targets, init="encoder", **kw, **app)
     goal = mean["psnr"][-1]
     reach = next((i for i, v in enumerate(enc["psnr"]) if v >= goal), None)
     table.add(f"PSNR after {steps} steps (dB, {n} cats)", goal, enc["psnr"][-1], "", "")

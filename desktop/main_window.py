@@ -631,7 +631,9 @@ class MainWindow(SessionMixin, QMainWindow):
             self._apply_project(self._pending_project)
             self._pending_project = None
         self.invert_panel.set_spaces(info["spaces"])
-        self.invert_panel.set_encoder(bool(info.get("encoder")), info.get("encoder_note", ""))
+        self.invert_panel.set_encoder(
+            bool(info.get("encoder")), info.get("encoder_note", ""), int(info.get("encoder_refine") or 0)
+        )
         for panel in (self.invert_panel, self.prior_panel):
             set_classes(panel.class_label, info.get("c_dim", 0))
         self.result_view.set_batch(info["samples"])

@@ -61,6 +61,39 @@ def _jitter_box() -> QDoubleSpinBox:
     )  # fmt: skip
 
 
+def _refine_box() -> QSpinBox:
+    return QSpinBox(
+        minimum=0, maximum=0, value=0,
+        toolTip="Encoder init: ReStyle refinements after its first pass (each renders the answer and "
+        "lets the encoder correct it; offered when the model's encoder has a refiner)",
+    )  # fmt: skip
+
+
+def _rampup_box() -> QSpinBox:
+    return QSpinBox(
+        minimum=0, maximum=1000, value=0, specialValueText="off",
+        toolTip="Adam: the learning rate rises from a fifth of its value to it over this many steps "
+        "(keeps a good start, such as the encoder's, from being thrown off by the first steps)",
+    )  # fmt: skip
+
+
+def _init_box() -> QComboBox:
+    box = QComboBox(
+        toolTip="Where the latent starts: the mean, random draws, or the generator's "
+        "encoder (one pass from your image or paint; offered when the model has one)"
+    )
+    box.addItems(["mean", "random"])
+    return box
+
+
+def _starts_box() -> QSpinBox:
+    return QSpinBox(
+        minimum=0, maximum=64, value=0, specialValueText="off",
+        toolTip="Multi-start: this many random starts run together for a few steps, then the best "
+        "'Samples' of them (by the loss plus how typical their w is) continue",
+    )  # fmt: skip
+
+
 class InvertPanel(QWidget):
     """GAN inversion: scribble-to-image (loss where painted), invert the base, or inpaint the hole."""
 
@@ -72,28 +105,22 @@ class InvertPanel(QWidget):
         self.mode.addItems(INVERT_MODES)
         self.space = QComboBox()
         self.space.addItems(["w+", "w", "z", "s"])
-        self.init = QComboBox(
-            toolTip="Where the latent starts: the mean, random draws, or the generator's "
-            "encoder (one pass from your image or paint; offered when the model has one)"
-        )
-        self.init.addItems(["mean", "random"])
+        self.init = _init_box()
         self.has_encoder = False
         self.jitter = _jitter_box()
+        self.refine = _refine_box()
         self.optimizer = QComboBox()
         self.optimizer.addItems(["adam", "lbfgs"])
         self.steps = QSpinBox(minimum=1, maximum=5000, value=settings.panel("invert", "steps", 200))
         self._steps_default = self.steps.value()
         self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
+        self.rampup = _rampup_box()
         self.l1 = QDoubleSpinBox(minimum=0.0, maximum=100.0, value=10.0)
         self.perc = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3, singleStep=0.01, value=0.01)
         self.l2 = QDoubleSpinBox(minimum=0.0, maximum=100.0, decimals=3, value=0.0)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.samples = QSpinBox(minimum=1, maximum=16, value=1)
-        self.starts = QSpinBox(
-            minimum=0, maximum=64, value=0, specialValueText="off",
-            toolTip="Multi-start: this many random starts run together for a few steps, then the best "
-            "'Samples' of them (by the loss plus how typical their w is) continue",
-        )  # fmt: skip
+        self.starts = _starts_box()
         self.spread = QDoubleSpinBox(
             minimum=0.0, maximum=100.0, decimals=3, value=0.0,
             toolTip="w+ only: keeps the per-layer latents close together (nearer the image manifold)",
@@ -108,9 +135,11 @@ class InvertPanel(QWidget):
                     ("Latent space", self.space),
                     ("Init", self.init),
                     ("Encoder spread", self.jitter),
+                    ("Encoder refinements", self.refine),
                     ("Optimiser", self.optimizer),
                     ("Steps", self.steps),
                     ("Learning rate", self.lr),
+                    ("LR ramp-up", self.rampup),
                     ("L1 weight", self.l1),
                     ("Perceptual weight", self.perc),
                     ("L2 on delta", self.l2),
@@ -138,17 +167,20 @@ class InvertPanel(QWidget):
             self.space.setCurrentText(d["space"])
         self.init.setCurrentText(d["init"])
         self.jitter.setValue(d.get("encoder_jitter", 0.0))
+        self.refine.setValue(d.get("encoder_refine", 0))  # capped at what the encoder offers
         self.steps.setValue(d.get("steps", self._steps_default))  # a mode without its own: the panel's
         self.lr.setValue(d.get("lr", 0.05))
+        self.rampup.setValue(d.get("lr_rampup", 0))
         self.l1.setValue(d["l1_weight"])
         self.perc.setValue(d["perceptual_weight"])
         self.spread.setValue(d["spread_weight"])
         self.starts.setValue(d["starts"])
 
-    def set_encoder(self, available: bool, note: str = "") -> None:
+    def set_encoder(self, available: bool, note: str = "", refine: int = 0) -> None:
         """Offer the "encoder" init only when the loaded generator has an encoder (and make it the
-        default then); ``note`` says why there is none."""
+        default then); ``note`` says why there is none; ``refine``: the refinements its refiner offers."""
         self.has_encoder = available
+        self.refine.setMaximum(refine if available else 0)
         index = self.init.findText("encoder")
         if available and index < 0:
             self.init.addItem("encoder")
@@ -186,7 +218,8 @@ class InvertPanel(QWidget):
             target, mask = canvas.base_rgb(), None
         else:
             target, mask = canvas.base_rgb(), 1.0 - canvas.mask()
-        init = {"init": self.init.currentText(), "encoder_jitter": self.jitter.value()}
+        init = {"init": self.init.currentText(), "encoder_jitter": self.jitter.value(),
+                "encoder_refine": self.refine.value()}  # fmt: skip
         # Multi-start needs at least as many starts as samples; a warm start (live mode) is one latent.
         starts = max(self.starts.value(), self.samples.value()) if self.starts.value() else 0
         samples = self.samples.value()
@@ -198,7 +231,7 @@ class InvertPanel(QWidget):
             target=target, mask=mask, space=self.space.currentText(), **init,
             l1_weight=self.l1.value(), perceptual_weight=self.perc.value(), l2_delta_weight=self.l2.value(),
             optimizer=self.optimizer.currentText(), steps=0 if frame else self.steps.value(),
-            lr=self.lr.value(), seed=self.seed.value(), num_samples=samples,
+            lr=self.lr.value(), lr_rampup=self.rampup.value(), seed=self.seed.value(), num_samples=samples,
             preview_every=1, paste_back=mode == 2, spread_weight=self.spread.value(),
             starts=starts, truncation=self.truncation.value(), class_label=_class_of(self.class_label),
         )  # fmt: skip

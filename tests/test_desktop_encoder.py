@@ -43,6 +43,38 @@ def test_the_encoder_init_is_offered_and_chosen_when_the_model_has_one(window):
     assert "no encoder" in panel.init.toolTip()
 
 
+def test_the_panel_offers_the_encoders_refinements(window):
+    """As many ReStyle refinements as the model's encoder has (this one: none); the mode's default
+    within them; live frames are the one pass."""
+    from core.jobs.params import mode_defaults
+    from desktop.panels import MODE_KEYS
+
+    panel = window.invert_panel
+    assert window.model_info["encoder_refine"] == 0 and panel.refine.maximum() == 0
+    panel.set_encoder(True, "", 3)
+    panel.mode.setCurrentIndex(MODE_KEYS.index("invert"))
+    assert panel.refine.maximum() == 3
+    assert panel.refine.value() == min(3, mode_defaults("invert", has_encoder=True).get("encoder_refine", 0))
+    panel.refine.setValue(2)
+    assert panel.params(window.canvas).encoder_refine == 2
+    assert panel.params(window.canvas, frame=True).encoder_refine == 0
+    panel.set_encoder(False, "none here")
+    assert panel.refine.maximum() == 0
+
+
+def test_the_invert_mode_takes_the_encoders_lr_and_ramp_up(window):
+    from core.jobs.params import mode_defaults
+    from desktop.panels import MODE_KEYS
+
+    panel = window.invert_panel
+    d = mode_defaults("invert", has_encoder=True)
+    panel.mode.setCurrentIndex(MODE_KEYS.index("invert"))
+    assert (panel.lr.value(), panel.rampup.value()) == (d["lr"], d["lr_rampup"]) and d["lr_rampup"] > 0
+    assert panel.params(window.canvas).lr_rampup == d["lr_rampup"]
+    panel.mode.setCurrentIndex(MODE_KEYS.index("scribble"))  # a mode without one: off
+    assert panel.rampup.value() == 0 and panel.params(window.canvas).lr_rampup == 0
+
+
 def test_the_scribble_mode_takes_the_encoder_defaults_and_other_modes_give_them_back(window):
     """Steps and learning rate follow the mode (the encoder's short, gentle refinement for scribbles);
     a mode without its own steps gets the panel's back, not the scribble mode's 20."""
@@ -58,6 +90,9 @@ def test_the_scribble_mode_takes_the_encoder_defaults_and_other_modes_give_them_
         scribble["space"],
     )
     panel.mode.setCurrentIndex(MODE_KEYS.index("invert"))
+    invert = mode_defaults("invert", has_encoder=True)
+    assert panel.steps.value() == panel._steps_default and panel.lr.value() == invert.get("lr", 0.05)
+    panel.mode.setCurrentIndex(MODE_KEYS.index("inpaint"))
     assert panel.steps.value() == panel._steps_default and panel.lr.value() == 0.05
 
 

@@ -139,16 +139,19 @@ def test_an_encoder_default_space_the_generator_lacks_falls_back_to_the_modes_ow
 def test_the_cli_takes_the_encoder_defaults_only_when_the_encoder_is_the_start():
     import argparse
 
-    from core.cli.gan import apply_mode_defaults
+    from core.cli.gan import _MODE_OPTIONS, apply_mode_defaults
 
     def args(init):
-        keys = ("space", "l1", "spread", "perceptual_weight", "starts", "steps", "encoder_jitter", "lr")
+        keys = [opt for opt, _ in _MODE_OPTIONS if opt != "init"]
         return argparse.Namespace(init=init, scribble=False, hole=False, **dict.fromkeys(keys))
 
-    for init, space in ((None, "s"), ("encoder", "s"), ("mean", "w+")):
+    encoder_lr = mode_defaults("invert", has_encoder=True)
+    for init, space, lr, rampup in ((None, "s", encoder_lr["lr"], encoder_lr["lr_rampup"]),
+                                    ("encoder", "s", encoder_lr["lr"], encoder_lr["lr_rampup"]),
+                                    ("mean", "w+", 0.05, 0)):  # fmt: skip
         a = args(init)
         apply_mode_defaults(a, None, has_encoder=True, spaces=("z", "w", "w+", "s"))
-        assert a.space == space, (init, a.space)
+        assert (a.space, a.lr, a.lr_rampup) == (space, lr, rampup), init
 
 
 def test_prepare_inputs_unpremultiplies_paint_and_binarises_the_mask():
@@ -365,22 +368,31 @@ def test_the_sweep_figure_draws_a_line_per_scribble_and_row(tmp_path):
 
 
 def test_the_encoder_table_compares_each_refinement_with_its_mean_init_baseline(monkeypatch):
-    """Rows w+ and w against mean init in their own space; the Style-space refinement (from the
-    encoder's w+) against the w+ mean init, the issue's reference. The doc names that baseline."""
+    """Rows w+ and w against mean init in their own space; the Style-space refinements (from the
+    encoder's w+, the app's default among them) against the w+ mean init, the issue's reference. The
+    doc names that baseline."""
     from core.evals import encoders as ev
     from core.losses import make_perceptual_loss
 
     monkeypatch.setattr(ev, "REFINE", 2)  # "encoder + 2 steps": a quick run of the same table
     G64 = tiny_stylegan(resolution=64)  # the held-out cats are 64 px
     table = ev.inversion_rows(G64, _trained_ish(G64), make_perceptual_loss("bundled"), n=2, steps=3)
-    rows = {(r["space"], r["lr"]): r for r in table["rows"]}
-    assert set(rows) == {("w+", 0.05), ("w", 0.05), ("s", 0.05), ("s", ev.S_REFINE_LR)}
-    assert len(table["images"]) == len(ev.RUNS) == 6
-    for lr in (0.05, ev.S_REFINE_LR):
-        assert rows[("s", lr)]["mean_init_space"] == "w+"
-        assert rows[("s", lr)]["mean_init"] == rows[("w+", 0.05)]["mean_init"]  # the same baseline run
-    assert rows[("s", 0.05)]["encoder_plus_steps"] != rows[("s", ev.S_REFINE_LR)]["encoder_plus_steps"]
+    rows = {(r["space"], r["lr"], r["lr_rampup"]): r for r in table["rows"]}
+    d = mode_defaults("invert", has_encoder=True)
+    default = (d["space"], d["lr"], d["lr_rampup"])
+    assert set(rows) == {("w+", 0.05, 0), ("w", 0.05, 0), ("s", 0.05, 0), ("s", ev.S_REFINE_LR, 0), default}
+    assert (
+        len(table["images"]) == len(ev.table_runs(ev.table_rows(ev.app_default_row(_trained_ish(G64))))) == 7
+    )
+    for key in (("s", 0.05, 0), ("s", ev.S_REFINE_LR, 0), default):
+        assert rows[key]["mean_init_space"] == "w+"
+        assert rows[key]["mean_init"] == rows[("w+", 0.05, 0)]["mean_init"]  # the same baseline run
+    assert rows[("s", 0.05, 0)]["encoder_plus_steps"] != rows[("s", ev.S_REFINE_LR, 0)]["encoder_plus_steps"]
     lines = ev._inversion_lines(
         {"images": "2 cats", "losses": "L1", "optimizer": "adam", "rows": table["rows"]}
     )
     assert any(line.startswith("| s from the encoder's w+ (lr 0.2), against w+ |") for line in lines)
+    assert any(
+        line.startswith("| s from the encoder's w+ (lr 0.2, ramp-up 30 steps), against w+ |")
+        for line in lines
+    )

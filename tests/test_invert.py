@@ -409,3 +409,23 @@ def test_bf16_inversion_runs_close_to_fp32_and_bad_precision_is_refused(G):
     assert abs(bf16.loss_history[-1]["l1"] - fp32.loss_history[-1]["l1"]) < 0.25 * fp32.loss_history[-1]["l1"]
     with pytest.raises(JobError, match="precision"):
         InvertParams(**base, precision="fp16")
+
+
+def test_the_lr_ramp_up_starts_at_a_fifth_and_reaches_the_lr(G):
+    """lr_rampup R: step 1 moves as a fifth of the lr would, step R + 1 on uses the lr itself."""
+    from core.jobs.invert import _set_lr
+
+    target = target_from(G)
+    one = dict(target=target, space="w+", steps=1)
+    ramped = run(G, **one, lr=0.2, lr_rampup=10)
+    np.testing.assert_allclose(ramped.latent, run(G, **one, lr=0.04).latent, atol=1e-6)
+    assert not np.allclose(ramped.latent, run(G, **one, lr=0.2).latent)
+    p = InvertParams(target=target, lr=0.2, lr_rampup=10)
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=p.lr)
+    seen = []
+    for step in (1, 6, 11, 50):
+        _set_lr(p, opt, step)
+        seen.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(seen, [0.04, 0.12, 0.2, 0.2])
+    with pytest.raises(JobError, match="lr_rampup"):
+        InvertParams(target=target, lr_rampup=-1)

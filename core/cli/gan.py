@@ -16,8 +16,10 @@ from core.types import LatentSpace
 # Options that, left unset, take the defaults of the job's mode (core.jobs.params.MODE_DEFAULTS).
 _MODE_OPTIONS = (("space", "space"), ("init", "init"), ("l1", "l1_weight"), ("spread", "spread_weight"),
                  ("perceptual_weight", "perceptual_weight"), ("starts", "starts"), ("steps", "steps"),
-                 ("encoder_jitter", "encoder_jitter"), ("lr", "lr"))  # fmt: skip
-_FALLBACK = {"steps": 500, "encoder_jitter": 0.0, "lr": 0.05}  # where a mode sets nothing
+                 ("encoder_jitter", "encoder_jitter"), ("encoder_refine", "encoder_refine"),
+                 ("lr", "lr"), ("lr_rampup", "lr_rampup"))  # fmt: skip
+# where a mode sets nothing
+_FALLBACK = {"steps": 500, "encoder_jitter": 0.0, "encoder_refine": 0, "lr": 0.05, "lr_rampup": 0}
 
 
 def apply_mode_defaults(
@@ -46,6 +48,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         space=LatentSpace(a.space),
         init=a.init,
         encoder_jitter=a.encoder_jitter,
+        encoder_refine=a.encoder_refine,
         l1_weight=a.l1,
         perceptual_weight=a.perceptual_weight if has_perceptual else 0.0,
         perceptual_size=a.perceptual_size,
@@ -62,6 +65,7 @@ def invert_params(a: argparse.Namespace, target: np.ndarray, mask: np.ndarray | 
         optimizer=a.optimizer,
         steps=a.steps,
         lr=a.lr,
+        lr_rampup=a.lr_rampup,
         seed=a.seed,
         num_samples=a.samples,
         preview_every=max(1, a.steps // 20),
@@ -168,12 +172,13 @@ def add_parsers(sub) -> None:
     inv.add_argument("--space", choices=[s.value for s in LatentSpace], help="default: the mode's")
     inv.add_argument("--init", choices=["mean", "random", "encoder"],
                      help="default: the mode's (encoder where the model has one)")  # fmt: skip
-    inv.add_argument("--encoder", help="encoder file (default: <model>.encoder.safetensors beside the model)")
-    inv.add_argument("--encoder-jitter", type=float,
-                     help="init encoder, several --samples: W-std spread of the later starts")  # fmt: skip
+    _add_encoder_args(inv)
     inv.add_argument("--steps", type=int, help="default: the mode's (500 without an encoder)")
     inv.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     inv.add_argument("--lr", type=float, help="Adam step size (default: the mode's, else 0.05)")
+    inv.add_argument("--lr-rampup", type=int,
+                     help="Adam: steps over which the lr rises from lr/5 to lr (default: the mode's, "
+                     "else 0)")  # fmt: skip
     inv.add_argument("--l1", type=float, help="L1 loss weight (default: the mode's)")
     inv.add_argument("--perceptual-weight", type=float, help="default: the mode's")
     inv.add_argument(
@@ -208,6 +213,19 @@ def add_parsers(sub) -> None:
     inv.add_argument("--out", required=True)
     inv.set_defaults(func=cmd_invert)
 
+    _add_interpolate_parser(sub)
+
+
+def _add_encoder_args(inv: argparse.ArgumentParser) -> None:
+    inv.add_argument("--encoder", help="encoder file (default: <model>.encoder.safetensors beside the model)")
+    inv.add_argument("--encoder-jitter", type=float,
+                     help="init encoder, several --samples: W-std spread of the later starts")  # fmt: skip
+    inv.add_argument("--encoder-refine", type=int,
+                     help="init encoder: ReStyle refinements after its first pass (default: the mode's; "
+                     "at most as many as the encoder's refiner offers)")  # fmt: skip
+
+
+def _add_interpolate_parser(sub) -> None:
     itp = sub.add_parser("interpolate", help="frames between two or more latent .npz files")
     itp.add_argument("latents", nargs="+", help="two or more latent.npz files")
     itp.add_argument("--frames", type=int, default=16)

@@ -16,6 +16,12 @@ num_ws, w_dim]`` for the generator it was trained against. The architecture is a
 reduced to one linear map from the 4x4, 8x8 and 16x16 features), sized to run in a few milliseconds on
 two CPU cores.
 
+Optionally (``refine_steps`` > 0) a second network of the same shape, the refiner, corrects the answer
+as ReStyle does (Alaluf et al. 2021): it sees the input, the generator's rendering of the current answer
+and the known part of their difference, and adds an offset to the current ws; :meth:`Encoder.encode`
+runs the first pass and then the refinements. It is trained on top of a frozen encoder
+(``core.training.encoder --refine-steps``), so the first pass stays what it was.
+
 File format: one ``.safetensors`` with the weights, the W mean/std it normalises by, and in its
 metadata the JSON config and the sha256 of the generator it was trained against (an encoder is only
 meaningful for that generator: :func:`encoder_path_for` finds it beside the generator file and
@@ -47,12 +53,17 @@ class EncoderConfig:
     width: int = 32  # channels at full resolution; doubled at each halving up to max_channels
     max_channels: int = 256
     hidden: int = 512  # units of the head's hidden layer
+    # ReStyle iterations (Alaluf et al. 2021) run after the first pass by a second network of the same
+    # shape that sees the target and the current result and answers a correction; 0: no such network.
+    refine_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution must be a power of two >= 32, got {self.resolution}")
         if min(self.num_ws, self.w_dim, self.width, self.max_channels, self.hidden) < 1:
             raise ValueError("num_ws, w_dim, width, max_channels and hidden must be >= 1")
+        if self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
 
     def channels(self, level: int) -> int:
         return min(self.width * 2**level, self.max_channels)
@@ -78,23 +89,52 @@ class DownBlock(nn.Module):
         return (h + self.skip(F.avg_pool2d(x, 2))) * 0.7071
 
 
+def _build_trunk(m: nn.Module, cfg: EncoderConfig, in_channels: int) -> None:
+    """Give ``m`` the network: a strided 4x4 stem (nothing runs at full resolution: a 3x3 conv at 64x64
+    cost more than the rest of the network on two CPU cores), residual halvings down to 4x4, and a head
+    from the 4x4, 8x8 and 16x16 features whose last layer starts at zero (an untrained net answers 0)."""
+    levels = (cfg.resolution // 8).bit_length() - 1
+    m.stem = nn.Conv2d(in_channels, cfg.channels(0), 4, stride=2, padding=1)
+    m.blocks = nn.ModuleList(DownBlock(cfg.channels(i), cfg.channels(i + 1)) for i in range(levels))
+    c4, c8, c16 = (cfg.channels(levels - i) for i in range(3))
+    head_in = c4 * 16 + c8 * 4 + c16
+    m.head = nn.Sequential(
+        nn.LayerNorm(head_in), nn.Linear(head_in, cfg.hidden), nn.LeakyReLU(0.2),
+        nn.Linear(cfg.hidden, cfg.num_ws * cfg.w_dim),
+    )  # fmt: skip
+    nn.init.zeros_(m.head[-1].weight)
+    nn.init.zeros_(m.head[-1].bias)
+
+
+def _trunk_delta(m: nn.Module, x: torch.Tensor, cfg: EncoderConfig) -> torch.Tensor:
+    """The network of :func:`_build_trunk` on inputs ``x``: offsets [N, num_ws, w_dim] in W-std units."""
+    h = F.leaky_relu(m.stem(x), 0.2)
+    feats = [h]
+    for block in m.blocks:
+        h = block(h)
+        feats.append(h)
+    f4, f8, f16 = feats[-1], feats[-2], feats[-3]
+    pyramid = torch.cat([f4.flatten(1), F.adaptive_avg_pool2d(f8, 2).flatten(1), f16.mean((2, 3))], 1)
+    return m.head(pyramid).view(-1, cfg.num_ws, cfg.w_dim)
+
+
+class Refiner(nn.Module):
+    """ReStyle's iterative step: from the encoder's input, the current result y and the known part of
+    the residual (target - y), a correction to the current ws. Starts as the identity (zero head)."""
+
+    IN_CHANNELS = 10  # image x mask, mask, y, (image - y) x mask
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        _build_trunk(self, cfg, self.IN_CHANNELS)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        # A strided 4x4 stem: nothing runs at full resolution (a 3x3 conv at 64x64 cost more than the
-        # rest of the network on two CPU cores), then residual halvings down to 4x4.
-        levels = (cfg.resolution // 8).bit_length() - 1
-        self.stem = nn.Conv2d(4, cfg.channels(0), 4, stride=2, padding=1)
-        self.blocks = nn.ModuleList(DownBlock(cfg.channels(i), cfg.channels(i + 1)) for i in range(levels))
-        c4, c8, c16 = (cfg.channels(levels - i) for i in range(3))
-        head_in = c4 * 16 + c8 * 4 + c16
-        self.head = nn.Sequential(
-            nn.LayerNorm(head_in), nn.Linear(head_in, cfg.hidden), nn.LeakyReLU(0.2),
-            nn.Linear(cfg.hidden, cfg.num_ws * cfg.w_dim),
-        )  # fmt: skip
-        nn.init.zeros_(self.head[-1].weight)  # an untrained encoder answers the mean latent
-        nn.init.zeros_(self.head[-1].bias)
+        _build_trunk(self, cfg, 4)  # an untrained encoder answers the mean latent
+        self.refiner = Refiner(cfg) if cfg.refine_steps else None
         self.register_buffer("w_mean", torch.zeros(cfg.w_dim))
         self.register_buffer("w_std", torch.ones(cfg.w_dim))
 
@@ -111,23 +151,40 @@ class Encoder(nn.Module):
             mask = image.new_ones(image.shape[0], 1, *image.shape[2:])
         return torch.cat([image * mask, mask], 1)
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """ws [N, num_ws, w_dim] for images [N, 3, R, R] in [-1, 1] known where ``mask`` [N, 1, R, R]
-        is 1 (an inpainting hole or the unpainted part of a scribble is 0)."""
-        cfg = self.cfg
-        if image.shape[-1] != cfg.resolution or image.shape[-2] != cfg.resolution:
-            image = F.interpolate(image, size=(cfg.resolution,) * 2, mode="bilinear", antialias=True)
+    def _sized(self, image: torch.Tensor, mask: torch.Tensor | None):
+        side = (self.cfg.resolution,) * 2
+        if image.shape[-2:] != side:
+            image = F.interpolate(image, size=side, mode="bilinear", antialias=True)
             if mask is not None:
-                mask = F.interpolate(mask, size=(cfg.resolution,) * 2, mode="bilinear", antialias=True)
-        h = F.leaky_relu(self.stem(self.inputs(image, mask)), 0.2)
-        feats = [h]
-        for block in self.blocks:
-            h = block(h)
-            feats.append(h)
-        f4, f8, f16 = feats[-1], feats[-2], feats[-3]
-        pyramid = torch.cat([f4.flatten(1), F.adaptive_avg_pool2d(f8, 2).flatten(1), f16.mean((2, 3))], 1)
-        delta = self.head(pyramid).view(-1, cfg.num_ws, cfg.w_dim)
-        return self.w_mean + delta * self.w_std
+                mask = F.interpolate(mask, size=side, mode="bilinear", antialias=True)
+        return image, mask
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] in one pass for images [N, 3, R, R] in [-1, 1] known where ``mask``
+        [N, 1, R, R] is 1 (an inpainting hole or the unpainted part of a scribble is 0)."""
+        x = self.inputs(*self._sized(image, mask))
+        return self.w_mean + _trunk_delta(self, x, self.cfg) * self.w_std
+
+    def refine(
+        self, image: torch.Tensor, mask: torch.Tensor | None, ws: torch.Tensor, synthesis
+    ) -> torch.Tensor:
+        """One ReStyle iteration: ws corrected after looking at ``synthesis(ws)`` beside the target."""
+        if self.refiner is None:
+            raise ValueError("this encoder has no refiner network (refine_steps 0)")
+        image, mask = self._sized(image, mask)
+        y = synthesis(ws)
+        y = y if y.shape[-2:] == image.shape[-2:] else F.interpolate(y, size=image.shape[-2:], mode="area")
+        x = self.inputs(image, mask)
+        x = torch.cat([x, y, (image - y) * x[:, 3:]], 1)
+        return ws + _trunk_delta(self.refiner, x, self.cfg) * self.w_std
+
+    def encode(self, image: torch.Tensor, mask: torch.Tensor | None, synthesis, steps: int | None = None):
+        """The first pass, then ``steps`` ReStyle iterations (default: the trained ``refine_steps``;
+        ``synthesis`` is the generator's, ws -> images in [-1, 1])."""
+        ws = self(image, mask)
+        for _ in range(self.cfg.refine_steps if steps is None else steps):
+            ws = self.refine(image, mask, ws, synthesis)
+        return ws
 
 
 def build_encoder(cfg: EncoderConfig | dict, *, seed: int = 0) -> Encoder:

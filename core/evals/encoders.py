@@ -20,6 +20,7 @@ import logging
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,18 +33,54 @@ REFINE = 50  # the issue's "encoder + 50 steps"
 # after 50 steps on eval cats 200..207 (25.79 / 26.16 / 26.21 / 25.80 dB), not the card's 100..107.
 S_REFINE_LR = 0.2
 LR = 0.05  # Adam's lr everywhere else: the app's default, and every mean-init run
-# The table's rows: the space and lr of an encoder run, and the space of the mean-init run it is held
-# to: w+ and w each against their own; Style space (the app's plain-inversion default with an
-# encoder, at its lr, and at S_REFINE_LR) against w+. The runs (space, init, lr) follow from them,
-# each baseline run just before the first row that needs it.
-ROWS = (("w+", LR, "w+"), ("w", LR, "w"), ("s", LR, "w+"), ("s", S_REFINE_LR, "w+"))
-RUNS = tuple(
-    dict.fromkeys(run for space, lr, base in ROWS for run in ((base, "mean", LR), (space, "encoder", lr)))
+
+
+class Row(NamedTuple):
+    """A row of the table: an encoder run (space, Adam's lr and its ramp-up, ReStyle refinements of
+    the start) and the space of the mean-init run (lr LR, no ramp-up) it is held to."""
+
+    space: str
+    lr: float
+    rampup: int
+    baseline: str
+    refine: int = 0
+
+    def run(self) -> tuple:
+        return (self.space, "encoder", self.lr, self.rampup, self.refine)
+
+    def baseline_run(self) -> tuple:
+        return (self.baseline, "mean", LR, 0, 0)
+
+
+# w+ and w each against their own mean-init run; Style space (at the app's first lr, and at
+# S_REFINE_LR) against w+.
+BASE_ROWS = (
+    Row("w+", LR, 0, "w+"),
+    Row("w", LR, 0, "w"),
+    Row("s", LR, 0, "w+"),
+    Row("s", S_REFINE_LR, 0, "w+"),
 )
 
 
+def table_rows(default: Row | None = None) -> tuple[Row, ...]:
+    """BASE_ROWS, then the app's default (``default``: its space, lr, ramp-up and refinements, held
+    to w+) where it is not one of them, and with refinements the w+ row from the refined start too."""
+    rows = list(BASE_ROWS)
+    if default is not None and default not in rows:
+        if default.refine:
+            rows.append(Row("w+", LR, 0, "w+", default.refine))
+        rows.append(default)
+    return tuple(rows)
+
+
+def table_runs(rows: tuple[Row, ...]) -> tuple:
+    """The runs the rows need (space, init, lr, ramp-up, refinements), each baseline run just before
+    the first row that needs it."""
+    return tuple(dict.fromkeys(run for row in rows for run in (row.baseline_run(), row.run())))
+
+
 def _curve(G, targets: np.ndarray, *, space: str, init: str, steps: int, perceptual, encoder,
-           lr: float = LR) -> dict:  # fmt: skip
+           lr: float = LR, rampup: int = 0, refine: int = 0) -> dict:  # fmt: skip
     """One invert job over ``targets`` with a preview every step: mean PSNR after each number of
     updates (index 0 = the start) and the wall time at which each was reached."""
     from core.evals.inversion_quality import psnr
@@ -52,7 +89,8 @@ def _curve(G, targets: np.ndarray, *, space: str, init: str, steps: int, percept
     from core.jobs.runner import run_to_completion
 
     p = InvertParams(target=targets, space=space, init=init, steps=steps, num_samples=len(targets),
-                     preview_every=1, perceptual_weight=0.01, lr=lr)  # fmt: skip
+                     preview_every=1, perceptual_weight=0.01, lr=lr, lr_rampup=rampup,
+                     encoder_refine=refine)  # fmt: skip
     curve, times = [], []
     t0 = time.perf_counter()
 
@@ -90,37 +128,78 @@ def pass_times(G, encoder) -> dict[str, float]:
             "frames_per_s": round(1000 / frame, 1), "threads": torch.get_num_threads()}  # fmt: skip
 
 
+def app_default_row(encoder) -> Row:
+    """The app's plain inversion with this encoder as a row (its space, lr, ramp-up and refinements,
+    these capped at the encoder's), held to the w+ mean init."""
+    from core.jobs.params import mode_defaults
+
+    d = mode_defaults("invert", has_encoder=True)
+    refine = min(d.get("encoder_refine", 0), encoder.cfg.refine_steps)
+    return Row(d["space"], d.get("lr", LR), d.get("lr_rampup", 0), "w+", refine)
+
+
+@torch.inference_mode()
+def refine_curve(G, encoder, *, n: int = 8) -> list[dict]:
+    """The encoder alone after 0..refine_steps ReStyle refinements: mean PSNR on the held-out cats and
+    the median ms of the answer at batch 1 (each refinement renders the current answer)."""
+    from core.evals.inversion_quality import held_out_images, psnr
+    from core.imaging import to_uint8
+
+    targets = held_out_images(n)
+    x = torch.from_numpy(targets).permute(0, 3, 1, 2).float() / 127.5 - 1
+    rows = []
+    for k in range(encoder.cfg.refine_steps + 1):
+        images = to_uint8(G.synthesis(encoder.encode(x, None, G.synthesis, k)))
+        ms = _ms(lambda k=k: encoder.encode(x[:1], None, G.synthesis, k), repeats=15)
+        rows.append(
+            {"refinements": k, "psnr": round(float(psnr(images, targets).mean()), 3), "ms": round(ms, 2)}
+        )
+    return rows
+
+
 def inversion_rows(G, encoder, perceptual, *, n: int = 8, steps: int = CARD_STEPS) -> dict:
     """Mean-init and encoder-init runs side by side; the times to reach the mean-init quality."""
     from core.evals.inversion_quality import held_out_images
 
     targets = held_out_images(n)
+    rows = table_rows(app_default_row(encoder))
     runs = {}
-    for space, init, lr in RUNS:
-        runs[(space, init, lr)] = r = _curve(G, targets, space=space, init=init, steps=steps,
-                                             perceptual=perceptual, encoder=encoder, lr=lr)  # fmt: skip
-        log.info("%s %s lr %g: start %.2f, %d steps %.2f dB (%.0f s)", space, init, lr, r["psnr"][0], steps,
-                 r["psnr"][-1], r["seconds"][-1])  # fmt: skip
-    rows = []
-    for space, lr, baseline in ROWS:
-        mean, enc = runs[(baseline, "mean", LR)], runs[(space, "encoder", lr)]
-        goal = mean["psnr"][-1]
-        reach = next((i for i, v in enumerate(enc["psnr"]) if v >= goal), None)
-        rows.append({
-            "space": space, "mean_init_space": baseline, "lr": lr,
-            "mean_init": {"steps": steps, "psnr": round(goal, 3), "seconds": round(mean["seconds"][-1], 2),
-                          "psnr_per_image": mean["per_image"]},
-            "encoder_alone": round(enc["psnr"][0], 3),
-            f"encoder_plus_{REFINE}": round(enc["psnr"][REFINE], 3),
-            "encoder_plus_steps": {"steps": steps, "psnr": round(enc["psnr"][-1], 3),
-                                   "psnr_per_image": enc["per_image"]},
-            "steps_to_mean_init_quality": reach,
-            "seconds_to_mean_init_quality": None if reach is None else round(enc["seconds"][reach], 2),
-            "speedup_to_mean_init_quality": None if reach is None else round(mean["seconds"][-1]
-                                                                             / enc["seconds"][reach], 1),
-        })  # fmt: skip
-    images = {f"{s} {i} lr {lr}": run["images"] for (s, i, lr), run in runs.items()}
-    return {"rows": rows, "targets": targets, "images": images}
+    for run in table_runs(rows):
+        space, init, lr, rampup, k = run
+        runs[run] = r = _curve(
+            G, targets, space=space, init=init, steps=steps, perceptual=perceptual, encoder=encoder, lr=lr,
+            rampup=rampup, refine=k,
+        )  # fmt: skip
+        log.info("%s: start %.2f, %d steps %.2f dB (%.0f s)", run, r["psnr"][0], steps, r["psnr"][-1],
+                 r["seconds"][-1])  # fmt: skip
+    out = [_row(runs[row.baseline_run()], runs[row.run()], row, steps) for row in rows]
+    images = {_run_name(run): r["images"] for run, r in runs.items()}
+    return {"rows": out, "targets": targets, "images": images}
+
+
+def _run_name(run: tuple) -> str:
+    space, init, lr, rampup, k = run
+    name = f"{space} {init} init, lr {lr}"
+    return name + (f" (ramp-up {rampup})" if rampup else "") + (f", {k} refinements" if k else "")
+
+
+def _row(mean: dict, enc: dict, row: Row, steps: int) -> dict:
+    goal = mean["psnr"][-1]
+    reach = next((i for i, v in enumerate(enc["psnr"]) if v >= goal), None)
+    return {
+        "space": row.space, "mean_init_space": row.baseline, "lr": row.lr, "lr_rampup": row.rampup,
+        "refine": row.refine,
+        "mean_init": {"steps": steps, "psnr": round(goal, 3), "seconds": round(mean["seconds"][-1], 2),
+                      "psnr_per_image": mean["per_image"]},
+        "encoder_alone": round(enc["psnr"][0], 3),
+        f"encoder_plus_{REFINE}": round(enc["psnr"][REFINE], 3),
+        "encoder_plus_steps": {"steps": steps, "psnr": round(enc["psnr"][-1], 3),
+                               "psnr_per_image": enc["per_image"]},
+        "steps_to_mean_init_quality": reach,
+        "seconds_to_mean_init_quality": None if reach is None else round(enc["seconds"][reach], 2),
+        "speedup_to_mean_init_quality": None if reach is None else round(mean["seconds"][-1]
+                                                                         / enc["seconds"][reach], 1),
+    }  # fmt: skip
 
 
 def live_strip(G, encoder, out: Path, *, index: int = 3, frames: int = 8) -> Path:
@@ -196,12 +275,13 @@ def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
         "",
         "![held-out cats, then each run's result](images/encoder-inversion.png)",
         "",
-        "Rows: the held-out cats; mean init + 500 steps and encoder init + 500 steps in w+, then in w; "
-        f"last, encoder init + 500 steps in Style space at lr {LR} (the app's default), then at "
-        f"lr {S_REFINE_LR}.",
+        "Rows: the held-out cats, then each run's result after 500 steps, in this order: "
+        + "; ".join(inv.get("runs", []))
+        + ".",
         "",
         _invert_default_line(),
         "",
+        *_refine_lines(q.get("refine")),
         "## Speed (batch 1, median)",
         "",
         "| encoder pass | synthesis | live frame (encoder + synthesis) | frames per second | threads |",
@@ -237,6 +317,32 @@ def _invert_default_line() -> str:
     )
 
 
+def _refine_lines(refine: dict | None) -> list[str]:
+    if not refine:
+        return []
+    lines = [
+        "## ReStyle refinements (the encoder alone)",
+        "",
+        "The encoder's refiner (ReStyle, Alaluf et al. 2021) renders the current answer and corrects it "
+        f"from the target beside it; {refine['images']}, PSNR in dB, time of the answer at batch 1.",
+        "",
+        "| refinements | PSNR | ms |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['refinements']} | {r['psnr']:.2f} | {r['ms']} |" for r in refine["rows"]]
+    return lines + [""]
+
+
+def _row_label(r: dict) -> str:
+    space = r["space"]
+    if r.get("mean_init_space", space) != space:  # refined in another space than its baseline
+        rampup = f", ramp-up {r['lr_rampup']} steps" if r.get("lr_rampup") else ""
+        space = f"{space} from the encoder's w+ (lr {r['lr']}{rampup}), against {r['mean_init_space']}"
+    if r.get("refine"):
+        space += f", after {r['refine']} ReStyle refinements"
+    return space
+
+
 def _inversion_lines(inv: dict) -> list[str]:
     lines = [
         "## Inversion of held-out cats",
@@ -254,11 +360,8 @@ def _inversion_lines(inv: dict) -> list[str]:
         speedup = (
             "—" if r["speedup_to_mean_init_quality"] is None else f"{r['speedup_to_mean_init_quality']}x"
         )
-        space = r["space"]
-        if r.get("mean_init_space", space) != space:  # refined in another space than its baseline
-            space = f"{space} from the encoder's w+ (lr {r['lr']}), against {r['mean_init_space']}"
         lines.append(
-            f"| {space} | {m['psnr']:.2f} ({m['seconds']} s) | {r['encoder_alone']:.2f} | "
+            f"| {_row_label(r)} | {m['psnr']:.2f} ({m['seconds']} s) | {r['encoder_alone']:.2f} | "
             f"{r[f'encoder_plus_{REFINE}']:.2f} | {r['encoder_plus_steps']['psnr']:.2f} | {reach} "
             f"| {speedup} |"
         )
@@ -387,20 +490,24 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     perceptual = make_perceptual_loss("bundled")
     speed = pass_times(G, encoder)
     print("speed:", speed)
+    refine = refine_curve(G, encoder, n=a.n) if encoder.cfg.refine_steps else None
+    print("refinements:", refine)
     table = inversion_rows(G, encoder, perceptual, n=a.n, steps=a.steps)
     for r in table["rows"]:
         print(json.dumps(r))
     if not a.write_card:
         return 0
     command = f"python -m core.evals encoders --n {a.n} --steps {a.steps} --write-card"
+    images = f"procedural eval split, images 100..{99 + a.n} (held out from training)"
     inv = {
-        "command": command,
-        "images": f"procedural eval split, images 100..{99 + a.n} (held out from training)",
+        "command": command, "images": images,
         "losses": "L1 x10 + bundled perceptual x0.01", "optimizer": f"adam, lr {LR}",
-        "rows": table["rows"],
+        "rows": table["rows"], "runs": list(table["images"]),
     }  # fmt: skip
     write_quality(card_path, "inversion", inv)
     write_quality(card_path, "speed", {**speed, "command": command})
+    if refine:
+        write_quality(card_path, "refine", {"rows": refine, "images": images, "command": command})
     docs = Path(a.docs)
     inversion_sheet(table["targets"], table["images"], docs / "images" / "encoder-inversion.png")
     live_strip(G, encoder, docs / "images" / "encoder-live-strip.png")

@@ -93,16 +93,17 @@ def initial_latent(G: Generator, p: InvertParams, device, encoder=None) -> torch
 
 @torch.no_grad()
 def encoder_latent(G: Generator, p: InvertParams, encoder, device) -> torch.Tensor:
-    """The encoder's one-pass answer for ``p.target`` and ``p.mask`` in ``p.space`` ([N, w_dim] for w:
-    the mean of its w+ rows). With several samples from one target, samples after the first start
-    ``p.encoder_jitter`` W standard deviations away in a seeded random w direction (a batch of targets
-    gets each target's own answer)."""
+    """The encoder's answer for ``p.target`` and ``p.mask`` in ``p.space`` ([N, w_dim] for w: the mean
+    of its w+ rows): its first pass, then ``p.encoder_refine`` ReStyle iterations where it has a
+    refiner (capped at the ones it was trained for). With several samples from one target, samples
+    after the first start ``p.encoder_jitter`` W standard deviations away in a seeded random w
+    direction (a batch of targets gets each target's own answer)."""
     from core.encoder.model import prepare_inputs
 
     if encoder is None:
         raise JobError(NO_ENCODER)
     image, mask = prepare_inputs(p.target, p.mask, encoder.cfg.resolution, device)
-    ws = encoder(image, mask)
+    ws = encoder.encode(image, mask, G.synthesis, steps=min(p.encoder_refine, encoder.cfg.refine_steps))
     one_target = ws.shape[0] == 1
     if one_target:
         ws = ws.expand(p.num_samples, -1, -1)
@@ -148,7 +149,8 @@ def invert(
     cancel: CancelToken | None = None,
     encoder: torch.nn.Module | None = None,
 ) -> Gen[Progress, None, InvertResult]:
-    """Optimise a latent batch towards ``params.target``; yields :class:`Progress` every step.
+    """Optimise a latent batch towards ``params.target``; yields :class:`Progress` every step and
+    returns (as the generator's return value) an :class:`InvertResult`.
 
     Args:
         params: every input of the job.
@@ -157,8 +159,6 @@ def invert(
             (see :mod:`core.losses`); required when ``params.perceptual_weight > 0``.
         cancel: checked between steps; a cancelled job returns what it has, ``cancelled=True``.
         encoder: the generator's encoder (:mod:`core.encoder`), needed for ``init="encoder"``.
-
-    Returns (as the generator's return value) an :class:`InvertResult`.
     """
     p = params
     G.eval().requires_grad_(False)  # gradients flow to the latent only
@@ -184,6 +184,7 @@ def invert(
         if cancel is not None and cancel.cancelled:
             return _result(G, p, latent, history, cancelled=True, target=obj.target, mask=obj.mask)
         state.clear()
+        _set_lr(p, opt, step)
         opt.step(closure)
         if p.starts > p.num_samples and step == min(p.start_steps, p.steps):
             latent, opt = _keep_best_starts(p, obj, latent, opt, state)
@@ -311,6 +312,17 @@ def _select_rows(p: InvertParams, latent: torch.Tensor, opt: torch.optim.Optimiz
     if p.optimizer == "adam" and old:
         new_opt.state[new] = {k: v[keep].clone() if v.ndim else v.clone() for k, v in old.items()}
     return new, new_opt
+
+
+def _set_lr(p: InvertParams, opt: torch.optim.Optimizer, step: int) -> None:
+    """Adam's lr at ``step`` (1-based): with ``p.lr_rampup``, rising linearly from a fifth of ``p.lr``
+    to ``p.lr`` over that many steps (Adam's first updates move every coordinate by about the lr at
+    once; small ones there keep a good start good: docs/encoders.md), else ``p.lr`` throughout."""
+    if p.optimizer != "adam" or not p.lr_rampup:
+        return
+    lr = p.lr * (0.2 + 0.8 * min(1.0, (step - 1) / p.lr_rampup))
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def _make_optimizer(p: InvertParams, latent: torch.Tensor) -> torch.optim.Optimizer:

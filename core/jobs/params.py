@@ -49,7 +49,12 @@ ENCODER_DEFAULTS: dict[str, dict] = {
     # quality from the mean (25.96) after 101 steps (10.6 s against 43.8 s), and 27.63 after 500, where
     # the encoder + 500 steps in w+ gave 26.54 (2026-12-04, third session). Style-space results join
     # interpolation paths too (core.jobs.interpolate.ends_in_space).
-    "invert": dict(init="encoder", space="s"),
+    # Then (2026-12-04, fourth session) lr 0.2 rising from 0.04 over the first 30 steps (lr_rampup):
+    # Adam's first updates move every style by about the lr at once, and large ones throw the good start
+    # off. On eval cats 200..207 (not the card's) after 50 steps: constant 0.2 26.71 dB, 0.1 26.72,
+    # 0.3 26.31; ramped 0.05 -> 0.3 over 25 / 40 / 60 steps 27.02 / 27.14 / 27.02; lr 0.2 ramped over 30
+    # steps 27.12, and 28.71 after 500 steps; a cosine decay from 0.4 instead: 24.89.
+    "invert": dict(init="encoder", space="s", lr=0.2, lr_rampup=30),
     "scribble": dict(
         init="encoder", space="w", encoder_jitter=1.3, steps=20, lr=0.01, starts=0, spread_weight=0.0
     ),
@@ -80,6 +85,9 @@ class InvertParams:
     # (core.encoder); samples after the first start there plus encoder_jitter x W-std Gaussian noise.
     init_latent: np.ndarray | None = None  # latent in `space`'s shape, for init="latent"
     encoder_jitter: float = 0.0  # init="encoder" with num_samples > 1: spread of the other starts
+    # init="encoder": ReStyle iterations after the first pass (each renders the current answer and lets
+    # the encoder's refiner correct it); at most as many as the encoder has (one without a refiner: none).
+    encoder_refine: int = 0
     l1_weight: float = 10.0  # seed: L1 weight 10
     perceptual_weight: float = 0.01  # seed: 0.01 on conv_5 features; 0 disables
     # Images larger than this are area-downsampled to it before the perceptual loss (target, result
@@ -107,6 +115,7 @@ class InvertParams:
     optimizer: str = "adam"  # "adam" | "lbfgs"
     steps: int = 500  # 0: no optimisation, the start as it is (an encoder's one-pass answer)
     lr: float = 0.05  # Adam step size; L-BFGS uses its own line search with lr 1
+    lr_rampup: int = 0  # Adam: the lr rises from lr / 5 to lr over this many steps (0: constant)
     seed: int = 0  # random init and any sampling
     num_samples: int = 1  # latents optimised together (a batch), each from its own init
     preview_every: int = 10  # yield a preview image every k steps (and at the last step)
@@ -127,6 +136,10 @@ class InvertParams:
             raise JobError("an encoder gives w and w+ starts: pick the w or w+ space (or another init)")
         if self.encoder_jitter < 0:
             raise JobError(f"encoder_jitter must be >= 0, got {self.encoder_jitter}")
+        if self.lr_rampup < 0:
+            raise JobError(f"lr_rampup must be >= 0 (0: a constant lr), got {self.lr_rampup}")
+        if self.encoder_refine < 0:
+            raise JobError(f"encoder_refine must be >= 0, got {self.encoder_refine}")
         if self.precision not in ("fp32", "bf16"):
             raise JobError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.perceptual_size < 0:

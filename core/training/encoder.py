@@ -4,6 +4,8 @@
         --out runs/encoder --minutes 60
     python -m core.training.encoder --out runs/encoder --minutes 90 --resume          # continue it
     python -m core.training.encoder export --run runs/encoder   # -> <generator>.encoder.safetensors
+    python -m core.training.encoder --generator ... --out runs/refiner --minutes 80 --refine-steps 3 \
+        --init-from <generator>.encoder.safetensors --latent-kimg 0        # add a ReStyle refiner
 
 For a user's own generator (e.g. an FFHQ StyleGAN2 pickle on a GPU), pass the pickle and real training
 images: ``--generator ffhq.pkl --images folder/ --device cuda``; the export lands beside the pickle,
@@ -35,7 +37,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,9 @@ class TrainConfig:
     latent: float = 1.0  # W-normalised L2 to the true w (generator samples)
     spread: float = 0.05  # spread of the w+ rows around their mean (W-normalised)
     seed: int = 0
+    # > 0: train a ReStyle refiner (core.encoder.model.Refiner) on top of the --init-from encoder, which
+    # stays frozen; each step runs 0..refine_steps-1 refinements without gradients, then one that trains.
+    refine_steps: int = 0
 
 
 # --- synthetic inputs ----------------------------------------------------------------------------
@@ -219,7 +224,11 @@ class EncoderTrainer(ModelEmaState):
         mean, std = w_statistics(G)
         self.model.set_stats(mean, std)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        trained = self.model.refiner if cfg.refine_steps else self.model
+        if cfg.refine_steps:  # the first pass is the --init-from encoder's, frozen
+            self.model.requires_grad_(False)
+            trained.requires_grad_(True)
+        self.opt = torch.optim.Adam(trained.parameters(), lr=cfg.lr)
         self.bank, self.gen_bank, self.perceptual = images, gen_bank, perceptual
         self.batch, self.nimg, self.steps = cfg.batch, 0, 0
         self._eval = _eval_inputs(G.resolution)
@@ -238,7 +247,7 @@ class EncoderTrainer(ModelEmaState):
         x, w_true = self._batch()
         image, mask = synthetic_inputs(x.cpu(), self.gen, p_whole=cfg.p_whole, p_holes=cfg.p_holes)
         image, mask = image.to(self.device), mask.to(self.device)
-        ws = self.model(image, mask)
+        ws = self._encode(image, mask)
         std = self.model.w_std
         terms = {"latent": ((ws[: len(w_true)] - w_true[:, None]) / std).square().mean()}
         if self.nimg >= cfg.latent_kimg * 1000:
@@ -252,7 +261,7 @@ class EncoderTrainer(ModelEmaState):
             group["lr"] = cfg.lr * min(1.0, (self.steps + 1) / max(cfg.warmup, 1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 10.0)
         self.opt.step()
         with torch.no_grad():
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
@@ -261,12 +270,28 @@ class EncoderTrainer(ModelEmaState):
         self.nimg += cfg.batch
         return {k: float(v.detach()) for k, v in terms.items()}
 
+    def _encode(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The trained network's answer: the encoder's pass, or (training a refiner) the frozen first
+        pass and 0..refine_steps-1 refinements without gradients, then one refinement with them (ReStyle
+        trains every iteration; a random depth per step costs one refinement's gradient instead)."""
+        if not self.cfg.refine_steps:
+            return self.model(image, mask)
+        with torch.no_grad():
+            ws = self.model(image, mask)
+            for _ in range(int(torch.randint(self.cfg.refine_steps, (1,), generator=self.gen))):
+                ws = self.model.refine(image, mask, ws, self.G.synthesis)
+        return self.model.refine(image, mask, ws, self.G.synthesis)
+
+    def _ema_answer(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.ema.encode(image, mask, self.G.synthesis)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR of the EMA encoder alone: whole images, and with holes (outside them)."""
+        """Held-out PSNR of the EMA encoder alone (with its refinements): whole images, and with holes
+        (outside them)."""
         x, holes = (t.to(self.device) for t in self._eval)
-        whole = self.G.synthesis(self.ema(x))
-        filled = self.G.synthesis(self.ema(x * holes, holes))
+        whole = self.G.synthesis(self._ema_answer(x))
+        filled = self.G.synthesis(self._ema_answer(x * holes, holes))
         return {"psnr_whole": round(_psnr(whole, x), 3), "psnr_holes_kept": round(_psnr(filled, x, holes), 3)}
 
     @torch.no_grad()
@@ -280,7 +305,7 @@ class EncoderTrainer(ModelEmaState):
         out = []
         for img, m in rows:
             img, m = img.to(self.device), m.to(self.device)
-            out += [img * m, self.G.synthesis(self.ema(img, m))]
+            out += [img * m, self.G.synthesis(self._ema_answer(img, m))]
         return torch.cat(out)
 
     def init_from(self, path: str | Path) -> dict[str, Any]:
@@ -290,9 +315,15 @@ class EncoderTrainer(ModelEmaState):
 
         path = Path(path)
         old = load_encoder(path)
-        if old.cfg != self.model.cfg:
+        if replace(old.cfg, refine_steps=0) != replace(self.model.cfg, refine_steps=0):
             raise ValueError(f"{path.name} has another shape ({old.cfg}) than this run ({self.model.cfg})")
         weights = {k: v for k, v in old.state_dict().items() if k not in ("w_mean", "w_std")}
+        if self.model.refiner is not None and old.refiner is None:
+            weights.update(_refiner_warm_start(old))
+        elif self.model.refiner is None and old.refiner is not None:
+            log.warning("%s has a ReStyle refiner; this run trains the first pass under it, so the export "
+                        "has none: train one again with --refine-steps", path.name)  # fmt: skip
+            weights = {k: v for k, v in weights.items() if not k.startswith("refiner.")}
         for m in (self.model, self.ema):
             m.load_state_dict({**m.state_dict(), **weights})
         card = path.with_suffix(".json")
@@ -301,8 +332,23 @@ class EncoderTrainer(ModelEmaState):
                 "minutes": facts.get("minutes"), "generator_sha256": old.generator_sha256}  # fmt: skip
 
 
+def _refiner_warm_start(encoder) -> dict[str, torch.Tensor]:
+    """A new refiner's weights from a trained encoder's: the same trunk, the stem's extra input channels
+    (the current result and the residual) and the head's last layer at zero, so it starts as the identity
+    but with features that already describe cats."""
+    out = {}
+    for k, v in encoder.state_dict().items():
+        if k in ("w_mean", "w_std") or k.startswith("head.3."):
+            continue
+        if k == "stem.weight":
+            v = torch.cat([v, v.new_zeros(v.shape[0], 6, *v.shape[2:])], 1)
+        out[f"refiner.{k}"] = v
+    return out
+
+
 def encoder_config(cfg: TrainConfig, G) -> EncoderConfig:
-    return EncoderConfig(G.resolution, G.num_ws, G.w_dim, cfg.width, cfg.max_channels, cfg.hidden)
+    return EncoderConfig(G.resolution, G.num_ws, G.w_dim, cfg.width, cfg.max_channels, cfg.hidden,
+                         cfg.refine_steps)  # fmt: skip
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
@@ -423,6 +469,8 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     trainer = EncoderTrainer(cfg, device, G, images, bank, perceptual)
     if a.init_from and state is not None:
         parser.error("--init-from starts a new run; this one resumes from its checkpoint")
+    if cfg.refine_steps and state is None and not a.init_from:
+        parser.error("--refine-steps trains a refiner on top of a trained encoder: name it with --init-from")
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resumed %s at kimg %.2f", out, trainer.nimg / 1000)

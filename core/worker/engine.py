@@ -311,13 +311,15 @@ def _find_encoder(path: Path, G, device) -> tuple[Any, dict[str, Any]]:
     from core.errors import ModelLoadError
 
     if not encoder_path_for(path).is_file():
-        return None, {"encoder": None, "encoder_note": "no encoder for this generator (mean init is used)"}
+        return None, {"encoder": None, "encoder_refine": 0,
+                      "encoder_note": "no encoder for this generator (mean init is used)"}  # fmt: skip
     try:
         enc = load_encoder_for(path, G, device=device)
     except ModelLoadError as e:
         log.warning("%s", e)
-        return None, {"encoder": None, "encoder_note": str(e)}
-    return enc, {"encoder": encoder_path_for(path).name, "encoder_note": ""}
+        return None, {"encoder": None, "encoder_note": str(e), "encoder_refine": 0}
+    return enc, {"encoder": encoder_path_for(path).name, "encoder_note": "",
+                 "encoder_refine": enc.cfg.refine_steps}  # fmt: skip
 
 
 class _captured_warnings:  # noqa: N801 - used as a context manager
