@@ -132,7 +132,9 @@ def test_an_encoder_default_space_the_generator_lacks_falls_back_to_the_modes_ow
     """Plain inversion with an encoder refines in Style space, where the generator has one (a
     StyleGAN3 has z, w and w+ only: it keeps w+)."""
     assert mode_defaults("invert", has_encoder=True, spaces=["z", "w", "w+", "s"])["space"] == "s"
-    assert mode_defaults("invert", has_encoder=True, spaces=("z", "w", "w+"))["space"] == "w+"
+    fallback = mode_defaults("invert", has_encoder=True, spaces=("z", "w", "w+"))
+    assert fallback["space"] == "w+" and fallback["init"] == "encoder"
+    assert "lr" not in fallback and "lr_rampup" not in fallback  # the encoder's lr was measured in s
     assert mode_defaults("scribble", has_encoder=True, spaces=("z", "w", "w+"))["space"] == "w"
 
 
@@ -393,6 +395,8 @@ def test_the_encoder_table_compares_each_refinement_with_its_mean_init_baseline(
     )
     assert any(line.startswith("| s from the encoder's w+ (lr 0.2), against w+ |") for line in lines)
     assert any(
-        line.startswith("| s from the encoder's w+ (lr 0.2, ramp-up 30 steps), against w+ |")
+        line.startswith(
+            "| s from the encoder's w+ (lr 0.2, ramp-up 30 steps), against w+ (**the app's default**) |"
+        )
         for line in lines
     )

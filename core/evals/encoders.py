@@ -139,6 +139,19 @@ def app_default_row(encoder) -> Row:
 
 
 @torch.inference_mode()
+def refine_sheet(G, encoder, out: Path, *, n: int = 8) -> Path:
+    """Rows: the held-out cats, then the encoder's answer after 0, 1, ... refine_steps refinements."""
+    from core.evals.inversion_quality import held_out_images
+    from core.imaging import to_uint8
+
+    targets = held_out_images(n)
+    x = torch.from_numpy(targets).permute(0, 3, 1, 2).float() / 127.5 - 1
+    answers = {k: to_uint8(G.synthesis(encoder.encode(x, None, G.synthesis, k)))
+               for k in range(encoder.cfg.refine_steps + 1)}  # fmt: skip
+    return inversion_sheet(targets, answers, out)
+
+
+@torch.inference_mode()
 def refine_curve(G, encoder, *, n: int = 8) -> list[dict]:
     """The encoder alone after 0..refine_steps ReStyle refinements: mean PSNR on the held-out cats and
     the median ms of the answer at batch 1 (each refinement renders the current answer)."""
@@ -172,7 +185,9 @@ def inversion_rows(G, encoder, perceptual, *, n: int = 8, steps: int = CARD_STEP
         )  # fmt: skip
         log.info("%s: start %.2f, %d steps %.2f dB (%.0f s)", run, r["psnr"][0], steps, r["psnr"][-1],
                  r["seconds"][-1])  # fmt: skip
-    out = [_row(runs[row.baseline_run()], runs[row.run()], row, steps) for row in rows]
+    default = app_default_row(encoder)
+    out = [_row(runs[row.baseline_run()], runs[row.run()], row, steps) | {"app_default": row == default}
+           for row in rows]  # fmt: skip
     images = {_run_name(run): r["images"] for run, r in runs.items()}
     return {"rows": out, "targets": targets, "images": images}
 
@@ -266,8 +281,7 @@ def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
         f"`{card['file'].removesuffix('.safetensors')}.json`; do not edit by hand).",
         "",
         f"Encoder `{card['file']}` for `{card['generator']}` (sha256 `{card['generator_sha256'][:12]}`): "
-        f"{card['training']['kimg']} kimg in {card['training']['minutes']} minutes "
-        f"({', '.join(card['training']['devices'])}). Training: `{card['training']['commands'][0]}`.",
+        + _training_line(card["training"]),
         "",
     ]
     lines += _inversion_lines(inv)
@@ -307,13 +321,33 @@ def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
     return out
 
 
+def _training_line(t: dict) -> str:
+    """How the exported encoder was trained: one run, or (a ReStyle refiner) the refiner's run on top
+    of the encoder it started from, whose first pass it kept."""
+    run = f"{t['kimg']} kimg in {t['minutes']} minutes ({', '.join(t['devices'])})"
+    if not t.get("train_config", {}).get("refine_steps"):
+        return f"{run}. Training: `{t['commands'][0]}`."
+    base = t.get("init_from") or {}
+    return (
+        f"its first pass is the encoder `{base.get('sha256', '?')[:12]}` (its last run: {base.get('kimg')} "
+        f"kimg in {base.get('minutes')} minutes), kept frozen; its ReStyle refiner trained {run} on top "
+        f"of it: `{t['commands'][0]}`."
+    )
+
+
 def _invert_default_line() -> str:
     from core.jobs.params import mode_defaults
 
     d = mode_defaults("invert", has_encoder=True)
+    refine = d.get("encoder_refine", 0)
+    start = f"its answer after {refine} ReStyle refinements" if refine else "its one-pass answer"
+    rampup = (
+        f", ramped up from a fifth of it over the first {d['lr_rampup']} steps" if d.get("lr_rampup") else ""
+    )
     return (
-        f"The app's plain inversion with an encoder starts from its answer and refines in {d['space']} "
-        f"(`core.jobs.params.ENCODER_DEFAULTS`, where the choice is measured)."
+        f"The app's plain inversion with an encoder starts from {start} and refines it in {d['space']} "
+        f"with Adam at lr {d.get('lr', LR)}{rampup} (`core.jobs.params.ENCODER_DEFAULTS`, where the choice "
+        "is measured)."
     )
 
 
@@ -330,7 +364,14 @@ def _refine_lines(refine: dict | None) -> list[str]:
         "|---|---|---|",
     ]
     lines += [f"| {r['refinements']} | {r['psnr']:.2f} | {r['ms']} |" for r in refine["rows"]]
-    return lines + [""]
+    return lines + [
+        "",
+        "![held-out cats, then the encoder's answer after 0, 1, ... refinements]"
+        "(images/encoder-refinements.png)",
+        "",
+        "Rows: the held-out cats, then the encoder's answer (no optimisation) after 0, 1, ... refinements.",
+        "",
+    ]
 
 
 def _row_label(r: dict) -> str:
@@ -360,8 +401,9 @@ def _inversion_lines(inv: dict) -> list[str]:
         speedup = (
             "—" if r["speedup_to_mean_init_quality"] is None else f"{r['speedup_to_mean_init_quality']}x"
         )
+        label = _row_label(r) + (" (**the app's default**)" if r.get("app_default") else "")
         lines.append(
-            f"| {_row_label(r)} | {m['psnr']:.2f} ({m['seconds']} s) | {r['encoder_alone']:.2f} | "
+            f"| {label} | {m['psnr']:.2f} ({m['seconds']} s) | {r['encoder_alone']:.2f} | "
             f"{r[f'encoder_plus_{REFINE}']:.2f} | {r['encoder_plus_steps']['psnr']:.2f} | {reach} "
             f"| {speedup} |"
         )
@@ -480,6 +522,8 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     card_path = encoder_path_for(gen_path).with_suffix(".json")
     if a.doc_only:  # the tables as measured; the strip shows today's refinement defaults
         live_strip(G, encoder, Path(a.docs) / "images" / "encoder-live-strip.png")
+        if encoder.cfg.refine_steps:
+            refine_sheet(G, encoder, Path(a.docs) / "images" / "encoder-refinements.png", n=a.n)
         card, gen_card = (json.loads(p.read_text()) for p in (card_path, gen_path.with_suffix(".json")))
         print(
             write_doc(
@@ -511,6 +555,8 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     docs = Path(a.docs)
     inversion_sheet(table["targets"], table["images"], docs / "images" / "encoder-inversion.png")
     live_strip(G, encoder, docs / "images" / "encoder-live-strip.png")
+    if refine:
+        refine_sheet(G, encoder, docs / "images" / "encoder-refinements.png", n=a.n)
     card = json.loads(card_path.read_text())
     gen_card = json.loads(gen_path.with_suffix(".json").read_text())
     print(write_doc(docs / "encoders.md", card, gen_card, command=command))

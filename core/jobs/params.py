@@ -54,7 +54,14 @@ ENCODER_DEFAULTS: dict[str, dict] = {
     # off. On eval cats 200..207 (not the card's) after 50 steps: constant 0.2 26.71 dB, 0.1 26.72,
     # 0.3 26.31; ramped 0.05 -> 0.3 over 25 / 40 / 60 steps 27.02 / 27.14 / 27.02; lr 0.2 ramped over 30
     # steps 27.12, and 28.71 after 500 steps; a cosine decay from 0.4 instead: 24.89.
-    "invert": dict(init="encoder", space="s", lr=0.2, lr_rampup=30),
+    # The start: the encoder's answer after 3 ReStyle refinements (its refiner, 146 kimg on top of the
+    # frozen first pass): on eval cats 200..207 the start rose 22.69 -> 23.04 / 23.23 / 23.35 dB after
+    # 1 / 2 / 3 refinements, 25.58 -> 25.83 after 20 steps, and was level with the one pass after 50
+    # (27.09 / 27.11); each refinement costs one synthesis and one encoder pass (~10 ms at batch 1).
+    # Measured on the card's cats 100..107 (docs/encoders.md): 25.87 dB after 50 steps (lr 0.2 without
+    # the ramp-up or the refinements: 25.59), the 500-step w+ quality after 54 steps (8.5x sooner than
+    # from the mean), 28.01 after 500.
+    "invert": dict(init="encoder", space="s", lr=0.2, lr_rampup=30, encoder_refine=3),
     "scribble": dict(
         init="encoder", space="w", encoder_jitter=1.3, steps=20, lr=0.01, starts=0, spread_weight=0.0
     ),
@@ -68,10 +75,15 @@ ENCODER_DEFAULTS: dict[str, dict] = {
 def mode_defaults(mode: str, *, has_encoder: bool = False, spaces=None) -> dict:
     """The settings a job of ``mode`` ("invert", "scribble", "inpaint") starts from. ``spaces``: the
     generator's latent spaces, where known; an encoder default in a space the generator lacks (Style
-    space on a StyleGAN3) falls back to the mode's own space."""
-    d = {**MODE_DEFAULTS[mode], **(ENCODER_DEFAULTS[mode] if has_encoder else {})}
+    space on a StyleGAN3) falls back to the mode's own space and optimiser settings (the encoder's were
+    measured in the space they name), keeping the encoder's start."""
+    encoder = ENCODER_DEFAULTS[mode] if has_encoder else {}
+    d = {**MODE_DEFAULTS[mode], **encoder}
     if spaces is not None and d["space"] not in {str(getattr(s, "value", s)) for s in spaces}:
-        d["space"] = MODE_DEFAULTS[mode]["space"]
+        d = {
+            **MODE_DEFAULTS[mode],
+            **{k: v for k, v in encoder.items() if k == "init" or k.startswith("encoder_")},
+        }
     return d
 
 
