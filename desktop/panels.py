@@ -61,20 +61,17 @@ def _jitter_box() -> QDoubleSpinBox:
     )  # fmt: skip
 
 
-def _refine_box() -> QSpinBox:
-    return QSpinBox(
-        minimum=0, maximum=0, value=0,
-        toolTip="Encoder init: ReStyle refinements after its first pass (each renders the answer and "
-        "lets the encoder correct it; offered when the model's encoder has a refiner)",
-    )  # fmt: skip
+def _count_box(maximum: int, tip: str, *, off: bool = False) -> QSpinBox:
+    """A count from 0 to ``maximum`` (0 shown as "off" with ``off``), starting at 0."""
+    return QSpinBox(minimum=0, maximum=maximum, value=0, specialValueText="off" if off else "", toolTip=tip)
 
 
-def _rampup_box() -> QSpinBox:
-    return QSpinBox(
-        minimum=0, maximum=1000, value=0, specialValueText="off",
-        toolTip="Adam: the learning rate rises from a fifth of its value to it over this many steps "
-        "(keeps a good start, such as the encoder's, from being thrown off by the first steps)",
-    )  # fmt: skip
+_REFINE_TIP = ("Encoder init: ReStyle refinements after its first pass (each renders the answer and lets "
+               "the encoder correct it; offered when the model's encoder has a refiner)")  # fmt: skip
+_RAMPUP_TIP = ("Adam: the learning rate rises from a fifth of its value to it over this many steps (keeps "
+               "a good start, such as the encoder's, from being thrown off by the first steps)")  # fmt: skip
+_STARTS_TIP = ("Multi-start: this many random starts run together for a few steps, then the best "
+               "'Samples' of them (by the loss plus how typical their w is) continue")  # fmt: skip
 
 
 def _init_box() -> QComboBox:
@@ -84,14 +81,6 @@ def _init_box() -> QComboBox:
     )
     box.addItems(["mean", "random"])
     return box
-
-
-def _starts_box() -> QSpinBox:
-    return QSpinBox(
-        minimum=0, maximum=64, value=0, specialValueText="off",
-        toolTip="Multi-start: this many random starts run together for a few steps, then the best "
-        "'Samples' of them (by the loss plus how typical their w is) continue",
-    )  # fmt: skip
 
 
 class InvertPanel(QWidget):
@@ -108,19 +97,19 @@ class InvertPanel(QWidget):
         self.init = _init_box()
         self.has_encoder = False
         self.jitter = _jitter_box()
-        self.refine = _refine_box()
+        self.refine = _count_box(0, _REFINE_TIP)
         self.optimizer = QComboBox()
         self.optimizer.addItems(["adam", "lbfgs"])
         self.steps = QSpinBox(minimum=1, maximum=5000, value=settings.panel("invert", "steps", 200))
         self._steps_default = self.steps.value()
         self.lr = QDoubleSpinBox(minimum=0.001, maximum=1.0, singleStep=0.01, decimals=3, value=0.05)
-        self.rampup = _rampup_box()
+        self.rampup = _count_box(1000, _RAMPUP_TIP, off=True)
         self.l1 = QDoubleSpinBox(minimum=0.0, maximum=100.0, value=10.0)
         self.perc = QDoubleSpinBox(minimum=0.0, maximum=10.0, decimals=3, singleStep=0.01, value=0.01)
         self.l2 = QDoubleSpinBox(minimum=0.0, maximum=100.0, decimals=3, value=0.0)
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
         self.samples = QSpinBox(minimum=1, maximum=16, value=1)
-        self.starts = _starts_box()
+        self.starts = _count_box(64, _STARTS_TIP, off=True)
         self.spread = QDoubleSpinBox(
             minimum=0.0, maximum=100.0, decimals=3, value=0.0,
             toolTip="w+ only: keeps the per-layer latents close together (nearer the image manifold)",
