@@ -306,19 +306,30 @@ def write_doc(out: Path, card: dict, gen_card: dict, *, command: str) -> Path:
         "The live frame rate in the app (strokes drawn into the window, frames through the worker, GUI "
         "stalls) is measured by `python -m bench --only encoder` (docs/performance.md).",
         "",
-        "## Live frames during a stroke",
-        "",
-        "![paint so far, and the encoder's frame for it; last column: the cat the paint came from, and "
-        "the 50-step refinement when the stroke ends](images/encoder-live-strip.png)",
-        "",
-        "Top: the paint so far (from a held-out cat, eval image 203, grey = unpainted); below: the "
-        "encoder's one-pass result the app shows for it. Last column: the cat the paint was taken from, "
-        "and the 50-step refinement (w) that runs when the stroke ends.",
-        "",
+        *_live_lines(),
     ]
     lines += _sweep_lines(gen_card, str(card.get("sha256", ""))[:12])
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _live_lines() -> list[str]:
+    """The live strip's caption, with the refinement the scribble mode runs when the stroke ends."""
+    from core.jobs.params import mode_defaults
+
+    d = mode_defaults("scribble", has_encoder=True)
+    after = f"the {d['steps']}-step refinement ({d['space']}, lr {d['lr']}) that runs when the stroke ends"
+    return [
+        "## Live frames during a stroke",
+        "",
+        "![paint so far, and the encoder's frame for it; last column: the cat the paint came from, and "
+        f"{after}](images/encoder-live-strip.png)",
+        "",
+        "Top: the paint so far (from a held-out cat, eval image 203, grey = unpainted); below: the "
+        "encoder's one-pass result the app shows for it. Last column: the cat the paint was taken from, "
+        f"and {after}.",
+        "",
+    ]
 
 
 def _training_line(t: dict) -> str:
