@@ -143,6 +143,7 @@ class InvertPanel(QWidget):
         )
         lay.addStretch(1)
         self.mode.currentIndexChanged.connect(self.apply_mode_defaults)
+        self.space.currentTextChanged.connect(self._space_chosen)
         self.apply_mode_defaults(self.mode.currentIndex())
 
     def apply_mode_defaults(self, mode: int) -> None:
@@ -164,6 +165,15 @@ class InvertPanel(QWidget):
         self.perc.setValue(d["perceptual_weight"])
         self.spread.setValue(d["spread_weight"])
         self.starts.setValue(d["starts"])
+
+    def _space_chosen(self, space: str) -> None:
+        """The lr and ramp-up measured for the chosen space (the encoder's Style-space lr is not w+'s)."""
+        from core.jobs.params import mode_defaults
+
+        if space:
+            d = mode_defaults(MODE_KEYS[self.mode.currentIndex()], has_encoder=self.has_encoder, space=space)
+            self.lr.setValue(d.get("lr", 0.05))
+            self.rampup.setValue(d.get("lr_rampup", 0))
 
     def set_encoder(self, available: bool, note: str = "", refine: int = 0) -> None:
         """Offer the "encoder" init only when the loaded generator has an encoder (and make it the

@@ -71,6 +71,10 @@ def test_the_invert_mode_takes_the_encoders_lr_and_ramp_up(window):
     panel.mode.setCurrentIndex(MODE_KEYS.index("invert"))
     assert (panel.lr.value(), panel.rampup.value()) == (d["lr"], d["lr_rampup"]) and d["lr_rampup"] > 0
     assert panel.params(window.canvas).lr_rampup == d["lr_rampup"]
+    panel.space.setCurrentText("w+")  # another space chosen: its own lr, no ramp-up
+    assert (panel.lr.value(), panel.rampup.value()) == (0.05, 0)
+    panel.space.setCurrentText(d["space"])
+    assert (panel.lr.value(), panel.rampup.value()) == (d["lr"], d["lr_rampup"])
     panel.mode.setCurrentIndex(MODE_KEYS.index("scribble"))  # a mode without one: off
     assert panel.rampup.value() == 0 and panel.params(window.canvas).lr_rampup == 0
 

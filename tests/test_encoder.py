@@ -135,6 +135,8 @@ def test_an_encoder_default_space_the_generator_lacks_falls_back_to_the_modes_ow
     fallback = mode_defaults("invert", has_encoder=True, spaces=("z", "w", "w+"))
     assert fallback["space"] == "w+" and fallback["init"] == "encoder"
     assert "lr" not in fallback and "lr_rampup" not in fallback  # the encoder's lr was measured in s
+    chosen = mode_defaults("invert", has_encoder=True, space="w+")  # a space the person picked
+    assert chosen["space"] == "w+" and chosen["init"] == "encoder" and "lr" not in chosen
     assert mode_defaults("scribble", has_encoder=True, spaces=("z", "w", "w+"))["space"] == "w"
 
 
@@ -154,6 +156,10 @@ def test_the_cli_takes_the_encoder_defaults_only_when_the_encoder_is_the_start()
         a = args(init)
         apply_mode_defaults(a, None, has_encoder=True, spaces=("z", "w", "w+", "s"))
         assert (a.space, a.lr, a.lr_rampup) == (space, lr, rampup), init
+    a = args(None)
+    a.space = "w+"  # --space w+ with the encoder: w+'s own lr, not the Style-space one
+    apply_mode_defaults(a, None, has_encoder=True, spaces=("z", "w", "w+", "s"))
+    assert (a.init, a.lr, a.lr_rampup) == ("encoder", 0.05, 0)
 
 
 def test_prepare_inputs_unpremultiplies_paint_and_binarises_the_mask():

@@ -111,6 +111,11 @@ def test_a_refiner_trains_on_top_of_a_frozen_encoder(G32, tmp_path):
         tr.train(run)
     tr.train([*run, "--init-from", str(base_file)])
     state, _ = load_checkpoint(tmp_path / "run")
+    warm = tr._refiner_warm_start(base)  # the refiner's start: the encoder's trunk, new inputs at zero
+    assert warm["refiner.stem.weight"].shape[1] == 10 and not warm["refiner.stem.weight"][:, 4:].any()
+    assert torch.equal(warm["refiner.stem.weight"][:, :4], base.stem.weight)
+    assert torch.equal(warm["refiner.blocks.0.conv1.weight"], base.blocks[0].conv1.weight)
+    assert not any(k.startswith("refiner.head.3.") for k in warm)  # the zero head stays the identity
     for k, v in base.state_dict().items():
         if k not in ("w_mean", "w_std"):
             assert torch.equal(state["model"][k], v), k  # the first pass stays the encoder's

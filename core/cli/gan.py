@@ -32,7 +32,7 @@ def apply_mode_defaults(
 
     mode = "scribble" if a.scribble else "inpaint" if a.hole and mask is not None else "invert"
     use_encoder = has_encoder and a.init in (None, "encoder")
-    defaults = mode_defaults(mode, has_encoder=use_encoder, spaces=spaces)
+    defaults = mode_defaults(mode, has_encoder=use_encoder, spaces=spaces, space=a.space)
     for opt, key in _MODE_OPTIONS:
         if getattr(a, opt) is None:
             setattr(a, opt, defaults.get(key, _FALLBACK.get(key)))

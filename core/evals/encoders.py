@@ -556,7 +556,8 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     images = f"procedural eval split, images 100..{99 + a.n} (held out from training)"
     inv = {
         "command": command, "images": images,
-        "losses": "L1 x10 + bundled perceptual x0.01", "optimizer": f"adam, lr {LR}",
+        "losses": "L1 x10 + bundled perceptual x0.01",
+        "optimizer": f"adam (mean init: lr {LR}; each encoder row's lr and ramp-up as it says)",
         "rows": table["rows"], "runs": list(table["images"]),
     }  # fmt: skip
     write_quality(card_path, "inversion", inv)

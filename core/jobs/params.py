@@ -44,7 +44,7 @@ INVERT_INITS = ("mean", "random", "latent", "encoder")
 # 0.14-0.21. G's own samples matched to the paint (best 4 of 1024) have KID 0.21 and paint error
 # 0.114 / 0.134: the default is within 1.5x of that fair reference. 1.3 stays.
 ENCODER_DEFAULTS: dict[str, dict] = {
-    # Reconstruction refines the encoder's answer in Style space (its w+ as styles), at the same lr 0.05:
+    # Reconstruction refines the encoder's answer in Style space (its w+ as styles); first at lr 0.05:
     # on the 8 held-out cats of docs/encoders.md it reached 25.04 dB after 50 steps, the 500-step w+
     # quality from the mean (25.96) after 101 steps (10.6 s against 43.8 s), and 27.63 after 500, where
     # the encoder + 500 steps in w+ gave 26.54 (2026-12-04, third session). Style-space results join
@@ -72,13 +72,21 @@ ENCODER_DEFAULTS: dict[str, dict] = {
 }
 
 
-def mode_defaults(mode: str, *, has_encoder: bool = False, spaces=None) -> dict:
+def mode_defaults(mode: str, *, has_encoder: bool = False, spaces=None, space=None) -> dict:
     """The settings a job of ``mode`` ("invert", "scribble", "inpaint") starts from. ``spaces``: the
-    generator's latent spaces, where known; an encoder default in a space the generator lacks (Style
-    space on a StyleGAN3) falls back to the mode's own space and optimiser settings (the encoder's were
-    measured in the space they name), keeping the encoder's start."""
+    generator's latent spaces, where known; ``space``: the one the person chose, if any. An encoder
+    default in a space the generator lacks (Style space on a StyleGAN3) or the person did not choose
+    falls back to the mode's own space and optimiser settings (the encoder's were measured in the space
+    they name), keeping the encoder's start; a chosen space is kept."""
     encoder = ENCODER_DEFAULTS[mode] if has_encoder else {}
     d = {**MODE_DEFAULTS[mode], **encoder}
+    space = None if space is None else str(getattr(space, "value", space))
+    if space is not None and space != d["space"]:
+        d = {
+            **MODE_DEFAULTS[mode],
+            **{k: v for k, v in encoder.items() if k == "init" or k.startswith("encoder_")},
+        }
+        return {**d, "space": space}
     if spaces is not None and d["space"] not in {str(getattr(s, "value", s)) for s in spaces}:
         d = {
             **MODE_DEFAULTS[mode],
