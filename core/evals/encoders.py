@@ -139,8 +139,9 @@ def app_default_row(encoder) -> Row:
 
 
 @torch.inference_mode()
-def refine_sheet(G, encoder, out: Path, *, n: int = 8) -> Path:
-    """Rows: the held-out cats, then the encoder's answer after 0, 1, ... refine_steps refinements."""
+def refine_answers(G, encoder, *, n: int = 8) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The held-out cats and the encoder's answers for them (no optimisation) after 0, 1, ...
+    refine_steps ReStyle refinements, as images."""
     from core.evals.inversion_quality import held_out_images
     from core.imaging import to_uint8
 
@@ -148,26 +149,21 @@ def refine_sheet(G, encoder, out: Path, *, n: int = 8) -> Path:
     x = torch.from_numpy(targets).permute(0, 3, 1, 2).float() / 127.5 - 1
     answers = {k: to_uint8(G.synthesis(encoder.encode(x, None, G.synthesis, k)))
                for k in range(encoder.cfg.refine_steps + 1)}  # fmt: skip
-    return inversion_sheet(targets, answers, out)
+    return targets, answers
 
 
 @torch.inference_mode()
-def refine_curve(G, encoder, *, n: int = 8) -> list[dict]:
-    """The encoder alone after 0..refine_steps ReStyle refinements: mean PSNR on the held-out cats and
-    the median ms of the answer at batch 1 (each refinement renders the current answer)."""
-    from core.evals.inversion_quality import held_out_images, psnr
-    from core.imaging import to_uint8
+def refine_curve(G, encoder, targets: np.ndarray, answers: dict[int, np.ndarray]) -> list[dict]:
+    """Of :func:`refine_answers`: the mean PSNR after each number of refinements, and the median ms of
+    the answer at batch 1 (each refinement renders the current answer)."""
+    from core.evals.inversion_quality import psnr
 
-    targets = held_out_images(n)
-    x = torch.from_numpy(targets).permute(0, 3, 1, 2).float() / 127.5 - 1
-    rows = []
-    for k in range(encoder.cfg.refine_steps + 1):
-        images = to_uint8(G.synthesis(encoder.encode(x, None, G.synthesis, k)))
-        ms = _ms(lambda k=k: encoder.encode(x[:1], None, G.synthesis, k), repeats=15)
-        rows.append(
-            {"refinements": k, "psnr": round(float(psnr(images, targets).mean()), 3), "ms": round(ms, 2)}
-        )
-    return rows
+    x = torch.from_numpy(targets[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return [
+        {"refinements": k, "psnr": round(float(psnr(images, targets).mean()), 3),
+         "ms": round(_ms(lambda k=k: encoder.encode(x, None, G.synthesis, k), repeats=15), 2)}
+        for k, images in answers.items()
+    ]  # fmt: skip
 
 
 def inversion_rows(G, encoder, perceptual, *, n: int = 8, steps: int = CARD_STEPS) -> dict:
@@ -534,7 +530,9 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     if a.doc_only:  # the tables as measured; the strip shows today's refinement defaults
         live_strip(G, encoder, Path(a.docs) / "images" / "encoder-live-strip.png")
         if encoder.cfg.refine_steps:
-            refine_sheet(G, encoder, Path(a.docs) / "images" / "encoder-refinements.png", n=a.n)
+            inversion_sheet(
+                *refine_answers(G, encoder, n=a.n), Path(a.docs) / "images" / "encoder-refinements.png"
+            )
         card, gen_card = (json.loads(p.read_text()) for p in (card_path, gen_path.with_suffix(".json")))
         print(
             write_doc(
@@ -545,7 +543,8 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     perceptual = make_perceptual_loss("bundled")
     speed = pass_times(G, encoder)
     print("speed:", speed)
-    refine = refine_curve(G, encoder, n=a.n) if encoder.cfg.refine_steps else None
+    answers = refine_answers(G, encoder, n=a.n) if encoder.cfg.refine_steps else None
+    refine = refine_curve(G, encoder, *answers) if answers else None
     print("refinements:", refine)
     table = inversion_rows(G, encoder, perceptual, n=a.n, steps=a.steps)
     for r in table["rows"]:
@@ -567,8 +566,8 @@ def cmd_encoders(a: argparse.Namespace) -> int:
     docs = Path(a.docs)
     inversion_sheet(table["targets"], table["images"], docs / "images" / "encoder-inversion.png")
     live_strip(G, encoder, docs / "images" / "encoder-live-strip.png")
-    if refine:
-        refine_sheet(G, encoder, docs / "images" / "encoder-refinements.png", n=a.n)
+    if answers:
+        inversion_sheet(*answers, docs / "images" / "encoder-refinements.png")
     card = json.loads(card_path.read_text())
     gen_card = json.loads(gen_path.with_suffix(".json").read_text())
     print(write_doc(docs / "encoders.md", card, gen_card, command=command))

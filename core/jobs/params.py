@@ -81,18 +81,11 @@ def mode_defaults(mode: str, *, has_encoder: bool = False, spaces=None, space=No
     encoder = ENCODER_DEFAULTS[mode] if has_encoder else {}
     d = {**MODE_DEFAULTS[mode], **encoder}
     space = None if space is None else str(getattr(space, "value", space))
-    if space is not None and space != d["space"]:
-        d = {
-            **MODE_DEFAULTS[mode],
-            **{k: v for k, v in encoder.items() if k == "init" or k.startswith("encoder_")},
-        }
-        return {**d, "space": space}
-    if spaces is not None and d["space"] not in {str(getattr(s, "value", s)) for s in spaces}:
-        d = {
-            **MODE_DEFAULTS[mode],
-            **{k: v for k, v in encoder.items() if k == "init" or k.startswith("encoder_")},
-        }
-    return d
+    chosen = space is not None and space != d["space"]
+    if chosen or (spaces is not None and d["space"] not in {str(getattr(s, "value", s)) for s in spaces}):
+        start = {k: v for k, v in encoder.items() if k == "init" or k.startswith("encoder_")}
+        d = {**MODE_DEFAULTS[mode], **start}
+    return {**d, "space": space} if chosen else d
 
 
 @dataclass(frozen=True)
