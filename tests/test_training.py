@@ -229,6 +229,60 @@ def test_checkpoint_parts_split_and_join_back_byte_for_byte(tmp_path):
         join_parts(tmp_path / "out", tmp_path / "bad.pt")
 
 
+def test_the_training_cats_render_the_same_in_several_processes(tmp_path):
+    one = common.procedural_bank(6, seed=0, resolution=16, cache_dir=None)
+    two = common.procedural_bank(6, seed=0, resolution=16, cache_dir=tmp_path, workers=2)
+    assert torch.equal(one.images, two.images)
+    assert torch.equal(
+        common.procedural_bank(6, seed=0, resolution=16, cache_dir=tmp_path).images, one.images
+    )
+
+
+def test_a_packed_stint_ships_each_stage_and_a_failed_stage_loses_nothing_else(tmp_path, monkeypatch):
+    """With --pack each stage comes back as one tar, split where larger than a returned file may be;
+    ``unpack`` opens them byte for byte; a stage that raises is logged and the next one still ships."""
+    from core.training import gpu_stint
+
+    rng = np.random.default_rng(0)
+    made = {}
+
+    def fake_file(folder, name, size):
+        made[name] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        (folder / name).write_bytes(made[name])
+        return folder / name
+
+    def fake_gan(a, run):
+        fake_file(run, "progress.json", 10)
+        fake_file(run, "fakes-000001.png", 10)
+
+    def fake_export(a, run, models):
+        fake_file(models, "stylegan2-cats64.json", 10)
+        fake_file(models, "stylegan2-cats64.wstats.safetensors", 10)
+        return fake_file(models, "stylegan2-cats64.safetensors", 3000)
+
+    def failing_priors(a, model, models):
+        raise RuntimeError("no GPU memory left")
+
+    def fake_encoder(a, model, models):
+        return [fake_file(models, "stylegan2-cats64.encoder.safetensors", 2500)]
+
+    monkeypatch.setattr(gpu_stint, "_train_gan", fake_gan)
+    monkeypatch.setattr(gpu_stint, "_export_gan", fake_export)
+    monkeypatch.setattr(gpu_stint, "STAGES", {"priors": failing_priors, "encoder": fake_encoder})
+    monkeypatch.setattr(gpu_stint, "PART_BYTES", 1000)
+    out = tmp_path / "out"
+    gpu_stint.main(["--out", str(out), "--scratch", str(tmp_path / "w" / "gan"), "--cache-dir",
+                    str(tmp_path / "w" / ".cache"), "--prior-minutes", "1", "--encoder-minutes", "1",
+                    "--pack", "--no-checkpoint-parts"])  # fmt: skip
+    shipped = list(out.iterdir())
+    assert {p.name.split(".")[0] for p in shipped} == {"gan", "encoder"}  # the failed priors: nothing
+    assert all(p.suffix.startswith(".part") and p.stat().st_size <= 1000 for p in shipped)
+    names = gpu_stint.unpack(out, tmp_path / "back")
+    assert sorted(names) == sorted(made)
+    assert all((tmp_path / "back" / n).read_bytes() == data for n, data in made.items())
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == sorted(made)  # no joined tars left
+
+
 @pytest.mark.slow
 def test_a_gpu_stint_writes_what_ships_and_resumes_from_its_parts(tmp_path):
     """The one-command stint (here on the CPU, seconds): export + card + parts; then a second stint

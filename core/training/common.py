@@ -186,9 +186,13 @@ class ImageBank:
         return x
 
 
-def procedural_bank(n: int, *, seed: int, resolution: int, cache_dir: str | Path | None) -> ImageBank:
+def procedural_bank(
+    n: int, *, seed: int, resolution: int, cache_dir: str | Path | None, workers: int = 1
+) -> ImageBank:
     """``n`` procedural cat faces (training split, indices ``seed`` ..), rendered once then cached as
-    .npy under ``cache_dir``.
+    .npy under ``cache_dir``; ``workers`` > 1 renders in that many processes (the same images: each
+    cat is a function of its seed alone): 20000 cats took 3 s on a lent GPU machine's 16 cores, where
+    one process takes ~30 s, time the GPU would otherwise sit idle.
 
     The cache name carries the hash of the renderer's source, so a changed renderer re-renders.
     """
@@ -203,11 +207,26 @@ def procedural_bank(n: int, *, seed: int, resolution: int, cache_dir: str | Path
     t0 = time.perf_counter()
     first = procedural.split_seed("train", seed)
     procedural.split_seed("train", seed + n - 1)  # raises if the set would run into the eval split
-    images, _attrs, _captions = procedural.make_dataset(n, seed=first, resolution=resolution)
+    if workers > 1 and n >= 2 * workers:
+        from concurrent.futures import ProcessPoolExecutor
+
+        bounds = np.linspace(0, n, workers + 1).astype(int)
+        with ProcessPoolExecutor(workers) as pool:
+            jobs = [(first + a, b - a, resolution) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            images = np.concatenate(list(pool.map(_render_chunk, jobs)))
+    else:
+        images = _render_chunk((first, n, resolution))
     log.info("rendered %d training images in %.0f s", n, time.perf_counter() - t0)
     if cached is not None:
         _atomic(cached, lambda p: _save_npy(p, images))
     return ImageBank(images, cache_dir=cache_dir)
+
+
+def _render_chunk(job: tuple[int, int, int]) -> np.ndarray:
+    from core.data import procedural
+
+    first, n, resolution = job
+    return procedural.make_dataset(n, seed=first, resolution=resolution)[0]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
