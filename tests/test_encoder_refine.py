@@ -2,6 +2,8 @@
 used by the inversion job as asked (capped at what the encoder has), saved and loaded with the
 encoder, trained on top of a frozen encoder, offered in the panel and measured in the encoder table."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,17 @@ def test_a_refiner_trains_on_top_of_a_frozen_encoder(G32, tmp_path):
     assert state["model"]["refiner.head.3.weight"].abs().sum() > 0
     out = tr.export(tmp_path / "run", tmp_path / "refined.encoder.safetensors")
     assert load_encoder_for(gen_path, G32, path=out["model"]).cfg.refine_steps == 2
+    # a refiner continued from that export (as on a lent GPU, then here): its card names both runs
+    # and the first pass under them
+    more = [*run[: run.index("--out") + 1], str(tmp_path / "more"), *run[run.index("--out") + 2 :]]
+    tr.train([*more, "--init-from", str(out["model"])])
+    again = tr.export(tmp_path / "more", tmp_path / "more.encoder.safetensors")
+    from core.evals.encoders import _training_line
+    from core.models.safe_load import sha256_file
+
+    line = _training_line(json.loads(again["model"].with_suffix(".json").read_text())["training"])
+    assert f"first pass is the encoder `{sha256_file(base_file)[:12]}`" in line
+    assert line.count("kimg in") == 3 and ", then " in line  # the first pass, then the two refiner runs
 
 
 def test_the_encoder_table_adds_the_default_and_its_refined_start_against_the_w_plus_baseline(G32):

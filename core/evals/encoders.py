@@ -329,16 +329,26 @@ def _live_lines() -> list[str]:
 
 
 def _training_line(t: dict) -> str:
-    """How the exported encoder was trained: one run, or (a ReStyle refiner) the refiner's run on top
-    of the encoder it started from, whose first pass it kept."""
-    run = f"{t['kimg']} kimg in {t['minutes']} minutes ({', '.join(t['devices'])})"
+    """How the exported encoder was trained: one run, or (a ReStyle refiner) the refiner's runs on top
+    of the encoder whose first pass they kept, oldest first, as far back as the cards record them."""
+
+    def facts(e: dict) -> str:
+        return f"{e.get('kimg')} kimg in {e.get('minutes')} minutes ({', '.join(e.get('devices', []))})"
+
+    run = facts(t)
     if not t.get("train_config", {}).get("refine_steps"):
         return f"{run}. Training: `{t['commands'][0]}`."
-    base = t.get("init_from") or {}
+    runs, base = [run], t.get("init_from") or {}
+    while base.get("training", {}).get("refine_steps"):  # the start was a refiner run too: go back
+        e = base["training"]
+        runs.insert(
+            0, f"{e.get('kimg')} kimg in {e.get('minutes')} minutes ({', '.join(e.get('devices', []))})"
+        )
+        base = e.get("init_from") or {}
     return (
         f"its first pass is the encoder `{base.get('sha256', '?')[:12]}` (its last run: {base.get('kimg')} "
-        f"kimg in {base.get('minutes')} minutes), kept frozen; its ReStyle refiner trained {run} on top "
-        f"of it: `{t['commands'][0]}`."
+        f"kimg in {base.get('minutes')} minutes), kept frozen; its ReStyle refiner trained "
+        f"{', then '.join(runs)} on top of it; the last run: `{t['commands'][0]}`."
     )
 
 

@@ -245,6 +245,16 @@ SWEEP_SETTINGS = (
     ("encoder: w, spread 0.7, 50 steps, W prior 10, lr 0.02", dict(space="w", init="encoder",
                                                                   encoder_jitter=0.7, steps=50, lr=0.02,
                                                                   w_prior_weight=10.0)),
+    # the encoder's answer after its 3 ReStyle refinements (each sees its rendering beside the paint)
+    ("encoder: w, refine 3, spread 1.3, no steps", dict(space="w", init="encoder", encoder_refine=3,
+                                                       encoder_jitter=1.3, steps=0)),
+    ("encoder: w, refine 3, spread 1.3, 20 steps, lr 0.01", dict(space="w", init="encoder", encoder_refine=3,
+                                                                encoder_jitter=1.3, steps=20, lr=0.01)),
+    ("encoder: w+, refine 3, spread 1.3, no steps", dict(space="w+", init="encoder", encoder_refine=3,
+                                                        encoder_jitter=1.3, steps=0)),
+    ("encoder: w+, refine 3, spread 1.3, 20 steps, lr 0.01", dict(space="w+", init="encoder",
+                                                                 encoder_refine=3, encoder_jitter=1.3,
+                                                                 steps=20, lr=0.01)),
 )  # fmt: skip
 ENCODER_ROWS = tuple(name for name, cfg in SWEEP_SETTINGS if cfg.get("init") == "encoder")
 

@@ -43,6 +43,10 @@ INVERT_INITS = ("mean", "random", "latent", "encoder")
 # samples'); "search 256" rows (iGAN's pick of the best random starts) KID 0.27-0.47, diversity
 # 0.14-0.21. G's own samples matched to the paint (best 4 of 1024) have KID 0.21 and paint error
 # 0.114 / 0.134: the default is within 1.5x of that fair reference. 1.3 stays.
+# The encoder's answer after its 3 ReStyle refinements (2026-12-04, fifth session; sweep rows "refine 3"):
+# with the same 20 steps in w, paint 0.112 / 0.157 and KID 0.25, level with the default; with no steps
+# (w or w+) KID 0.07-0.17 but paint 0.144-0.156 / 0.18-0.19: the candidates leave the painted colours
+# (the sheet, looked at, shows blue and purple backgrounds under pink paint). The default stays.
 ENCODER_DEFAULTS: dict[str, dict] = {
     # Reconstruction refines the encoder's answer in Style space (its w+ as styles); first at lr 0.05:
     # on the 8 held-out cats of docs/encoders.md it reached 25.04 dB after 50 steps, the 500-step w+
@@ -60,7 +64,9 @@ ENCODER_DEFAULTS: dict[str, dict] = {
     # (27.09 / 27.11); each refinement costs one synthesis and one encoder pass (~10 ms at batch 1).
     # Measured on the card's cats 100..107 (docs/encoders.md): 25.87 dB after 50 steps (lr 0.2 without
     # the ramp-up or the refinements: 25.59), the 500-step w+ quality after 54 steps (8.5x sooner than
-    # from the mean), 28.01 after 500.
+    # from the mean), 28.01 after 500. With the refiner trained on (2026-12-04, fifth session: +103 kimg
+    # on an H200, +95 kimg here; 3 refinements 21.92 -> 22.24 dB): 25.99 after 50 steps, the 500-step
+    # w+ quality after 50 steps (10.5x sooner; bench 10.2x), 28.04 after 500.
     "invert": dict(init="encoder", space="s", lr=0.2, lr_rampup=30, encoder_refine=3),
     "scribble": dict(
         init="encoder", space="w", encoder_jitter=1.3, steps=20, lr=0.01, starts=0, spread_weight=0.0

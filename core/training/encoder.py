@@ -328,8 +328,14 @@ class EncoderTrainer(ModelEmaState):
             m.load_state_dict({**m.state_dict(), **weights})
         card = path.with_suffix(".json")
         facts = json.loads(card.read_text()).get("training", {}) if card.is_file() else {}
+        # "training": the start's own training facts, with its own start inside, so a card names every
+        # run behind it (a refiner continued on another machine, then here: each run, its kimg and device)
+        earlier = {k: v for k, v in facts.items() if k not in ("curve", "train_config")}
+        if facts.get("train_config"):
+            earlier["refine_steps"] = facts["train_config"].get("refine_steps", 0)
         return {"file": path.name, "sha256": sha256_file(path), "kimg": facts.get("kimg"),
-                "minutes": facts.get("minutes"), "generator_sha256": old.generator_sha256}  # fmt: skip
+                "minutes": facts.get("minutes"), "generator_sha256": old.generator_sha256,
+                "training": earlier}  # fmt: skip
 
 
 def _refiner_warm_start(encoder) -> dict[str, torch.Tensor]:
