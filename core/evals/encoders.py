@@ -341,9 +341,7 @@ def _training_line(t: dict) -> str:
     runs, base = [run], t.get("init_from") or {}
     while base.get("training", {}).get("refine_steps"):  # the start was a refiner run too: go back
         e = base["training"]
-        runs.insert(
-            0, f"{e.get('kimg')} kimg in {e.get('minutes')} minutes ({', '.join(e.get('devices', []))})"
-        )
+        runs.insert(0, facts(e))
         base = e.get("init_from") or {}
     return (
         f"its first pass is the encoder `{base.get('sha256', '?')[:12]}` (its last run: {base.get('kimg')} "

@@ -242,18 +242,18 @@ def unpack(src: str | Path, dest: str | Path) -> list[str]:
     "data" filter refuses links, absolute paths and ``..``)."""
     src, dest = Path(src), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    tars = list(src.glob("*.tar"))
+    tars, joined = list(src.glob("*.tar")), []
     for part0 in src.glob("*.part0"):
         stem = part0.name.removesuffix(".part0")
-        if stem != "checkpoint":
-            tars.append(join_parts(src, dest / f".{stem}.tar", stem=stem))
+        if stem not in ("checkpoint", "best"):  # raw checkpoints: `join` rebuilds those
+            joined.append(join_parts(src, dest / f".{stem}.tar", stem=stem))
     names = []
-    for tar in sorted(tars):
+    for tar in sorted(tars + joined):
         with tarfile.open(tar) as t:
             t.extractall(dest, filter="data")
             names += t.getnames()
-        if tar.parent == dest:
-            tar.unlink()
+    for tar in joined:  # the joined copies only; what was shipped stays as it came
+        tar.unlink()
     return names
 
 
