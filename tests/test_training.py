@@ -191,6 +191,32 @@ def test_stylegan2_export(tmp_path, monkeypatch):
     assert int(stats["counts"].sum()) == 2000
 
 
+def test_a_fresh_discriminator_warms_up_alone_against_the_exported_generator(tmp_path, monkeypatch, bank):
+    """--d-warmup-kimg after --init-from: D trains, G stays the export's until the warm-up is over
+    (also across a resume), then G trains again."""
+    monkeypatch.chdir(tmp_path)
+    stylegan2.main(["--out=run", "--kimg=0.004", "--cache-dir=cache", *_cli_args(TINY_SG2)])
+    files = stylegan2.export(
+        "run", "g.safetensors", mean_w_samples=500, wstats_samples=500, k=4, kmeans_iters=2
+    )
+    cfg = stylegan2.TrainConfig(**{**TINY_SG2, "d_warmup_kimg": 0.008})  # two iterations of 4 images
+    tr = stylegan2.StyleGAN2Trainer(cfg, torch.device("cpu"), bank)
+    tr.init_from(files["model"])
+
+    def params(m):
+        return {k: v.clone() for k, v in m.state_dict().items()}
+
+    g0, d0 = params(tr.G), params(tr.D)
+    assert "G" not in tr.step()
+    again = stylegan2.StyleGAN2Trainer(cfg, torch.device("cpu"), bank)
+    again.load_state_dict(tr.state_dict())  # a resume keeps the warm-up's end
+    assert "G" not in again.step()
+    g1, d1 = params(again.G), params(again.D)
+    assert all(torch.equal(g0[k], g1[k]) for k in g0) and not all(torch.equal(d0[k], d1[k]) for k in d0)
+    assert "G" in again.step()
+    assert not all(torch.equal(g1[k], v) for k, v in params(again.G).items())
+
+
 def test_dcgan_export(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dcgan.main(["--out=run", "--kimg=0.004", "--cache-dir=cache", *_cli_args(TINY_DCGAN)])

@@ -153,7 +153,7 @@ def _train_gan(a: argparse.Namespace, run: Path) -> None:
     done = json.loads(card.read_text()).get("training", {}).get("minutes", 0.0) if card.is_file() else 0.0
     new = ["--init-from", str(a.init_from), "--batch", str(a.batch), "--r1-gamma", str(a.r1_gamma),
            "--seed", str(a.seed), "--fid-samples", str(fid), "--n-train", str(a.n_train),
-           "--precision", a.precision]  # fmt: skip
+           "--precision", a.precision, "--d-warmup-kimg", str(a.d_warmup_kimg)]  # fmt: skip
     stylegan2.main([*common, "--minutes", str(done + a.minutes), *new])
 
 
@@ -299,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--resume-parts", help="a folder with checkpoint.part0 ..: continue that run")
     p.add_argument("--init-from", default=str(DEFAULT_INIT), help="exported generator of a new run")
     p.add_argument("--r1-gamma", type=float, default=8.0, help="a new run's R1 weight (stint 4's)")
+    p.add_argument("--d-warmup-kimg", type=float, default=0.0,
+                   help="a new run: its fresh D first trains alone this long (unmeasured)")  # fmt: skip
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--n-train", type=int, default=20_000, help="a new run's procedural training images")
     p.add_argument("--fid-samples", type=int, default=2000)

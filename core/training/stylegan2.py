@@ -111,6 +111,10 @@ class TrainConfig:
     proj_lr: float = 0.002  # its Adam lr (betas 0, 0.99 as the paper)
     proj_augment: str = ""  # DiffAugment policies before its features ("color,translation,cutout"; "": none)
     fid_samples: int = 0  # learning curve: tiny-CLIP FID of this many G_ema samples per checkpoint
+    # A run started --init-from an export has a fresh D: it trains alone against the frozen G for this
+    # many thousand images first. On an H200 (2026-12-04) a fresh D sat at chance for ~80 kimg while G,
+    # pushed by it, drifted from FID 7.3 to 16.7 (docs/training.md). 0: G trains from the first step.
+    d_warmup_kimg: float = 0.0
     # Arithmetic of the G and D passes: "fp32"; "bf16" (autocast: convolutions and matmuls in bf16;
     # losses, the R1 penalty, optimisers, G_ema and the mapping network stay fp32); "auto" (bf16 where
     # the hardware has native bf16 kernels, see bf16_native, else fp32). bench --only train compares
@@ -274,6 +278,7 @@ class StyleGAN2Trainer:
             self.D.parameters(), lr=cfg.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
         )
         self.iteration = self.nimg = 0
+        self.g_frozen_until = 0  # nimg before which G does not train (d_warmup_kimg after --init-from)
         self.sample_z = torch.randn(
             NUM_SAMPLES, cfg.z_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED)
         )
@@ -335,7 +340,7 @@ class StyleGAN2Trainer:
             return losses
         real = self.bank.sample(B, self.gen, flip=cfg.flip).to(self.device)  # [B, 3, R, R]
         self._set_g_optimizer(cfg.lr, 0.0)
-        losses = self._g_main(B)
+        losses = self._g_main(B) if self.nimg >= self.g_frozen_until else {}
         losses.update(self._d_main(real))
         if cfg.r1_gamma > 0 and self.iteration % cfg.r1_interval == 0:
             losses["r1"] = self._d_r1(real)
@@ -520,6 +525,7 @@ class StyleGAN2Trainer:
         self.G_ema.load_state_dict(state)
         training = card.get("training", {})
         self.nimg = int(round(float(training.get("kimg", 0)) * 1000))
+        self.g_frozen_until = self.nimg + int(self.cfg.d_warmup_kimg * 1000)
         return {
             "file": path.name,
             "sha256": card.get("sha256"),
@@ -539,6 +545,7 @@ class StyleGAN2Trainer:
             "rng": rng_state(self.gen),
             "iteration": self.iteration,
             "nimg": self.nimg,
+            "g_frozen_until": self.g_frozen_until,
             **({"P": self.P.state_dict(), "opt_P": self.opt_P.state_dict()} if self.P is not None else {}),
         }
 
@@ -552,6 +559,7 @@ class StyleGAN2Trainer:
             group["lr"] = self.cfg.lr * ratio
         set_rng_state(self.gen, state["rng"])
         self.iteration, self.nimg = int(state["iteration"]), int(state["nimg"])
+        self.g_frozen_until = int(state.get("g_frozen_until", 0))  # older checkpoints: never frozen
         if self.P is not None and "P" in state:
             self.P.load_state_dict(state["P"])
             self.opt_P.load_state_dict(state["opt_P"])
