@@ -88,9 +88,7 @@ def join_parts(parts_dir: str | Path, out: str | Path, *, stem: str = "checkpoin
 
 def run_stint(a: argparse.Namespace) -> Path:
     """Train the GAN stint, export it, ship it to ``--out``; then the dependent stages, if asked."""
-    out, run = Path(a.out), Path(a.scratch)
-    if run.exists():
-        shutil.rmtree(run)
+    out, run = Path(a.out), _fresh(Path(a.scratch))
     run.mkdir(parents=True)
     out.mkdir(parents=True, exist_ok=True)
     _train_gan(a, run)
